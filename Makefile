@@ -1,0 +1,27 @@
+# Two entry points for a fresh machine: `make demo` and `make test`.
+# Each creates the project's own virtual environment (.venv) and installs what it needs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEMO_DIR ?= data/demo
+DEMO_OUT ?= results/demo
+
+.PHONY: install demo test clean-demo
+
+$(VENV)/.installed: pyproject.toml requirements.txt setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q -e ".[demo,test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(PY) -m vilbert.demo run --data $(DEMO_DIR) --output $(DEMO_OUT)
+
+test: install
+	$(PY) -m pytest -q tests
+
+clean-demo:
+	rm -rf $(DEMO_DIR) $(DEMO_OUT)
