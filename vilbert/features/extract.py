@@ -1,0 +1,276 @@
+"""Extract region features from a folder of images into a feature store.
+
+    python -m vilbert.features extract --images DIR --output STORE \
+        --boxes gt|grid|detector [--boxes-file boxes.json] [--detector CKPT] [--grid 6] \
+        --backbone resnet50|resnet101|pixels [--weights FILE | --random-weights] [--batch-size 8]
+
+The image id is the file stem (`123.jpg` -> "123"). Boxes come from a JSON file
+(`{"<image id>": {"boxes": [[x1, y1, x2, y2], ...], "cls_prob": [[...], ...]}}`, `cls_prob` optional
+and written to the store as given), from a fixed N x N grid, or from a torchvision Faster R-CNN
+checkpoint (vilbert/features/detector.py). Backbones are in vilbert/features/backbones.py.
+
+Under `torchrun` (WORLD_SIZE > 1) rank r takes every WORLD_SIZE-th image of the sorted list and
+writes `OUTPUT/part-<r>-of-<WORLD_SIZE>.lmdb`; a single process writes OUTPUT itself. Either way
+`FeatureReader(OUTPUT)` reads the result as one store. Images already in any store under OUTPUT are
+skipped, so an interrupted run is resumed by running the same command again. Images that cannot be
+decoded are skipped and listed at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lmdb
+import numpy as np
+
+from vilbert.features.store import FeatureStoreError, FeatureWriter
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm"}
+
+
+@dataclass
+class ExtractionResult:
+    """What one process did."""
+
+    output: Path  # the store this process wrote
+    written: int = 0  # images extracted in this run
+    already_done: int = 0  # images skipped because a store under OUTPUT has them
+    failed: list = field(default_factory=list)  # (file, reason) of images that could not be decoded
+    without_boxes: list = field(default_factory=list)  # image ids with no entry in the boxes file
+
+
+def list_images(images_dir) -> dict[str, Path]:
+    """Image id (file stem) -> file, for the image files directly inside `images_dir`."""
+    images_dir = Path(images_dir)
+    if not images_dir.is_dir():
+        raise FileNotFoundError(f"--images {images_dir}: not a directory")
+    images: dict[str, Path] = {}
+    for path in sorted(images_dir.iterdir()):
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+            if path.stem in images:
+                raise ValueError(f"--images {images_dir}: two files have the image id {path.stem!r}: "
+                                 f"{images[path.stem].name} and {path.name}")
+            images[path.stem] = path
+    return images
+
+
+def load_boxes_file(path) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
+    """Read boxes.json -> {image id: ((n, 4) float32 boxes, (n, C) float32 cls_prob or None)}."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--boxes-file {path}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"--boxes-file {path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"--boxes-file {path}: expected an object {{image id: {{\"boxes\": [...]}}}}")
+    out = {}
+    for image_id, entry in data.items():
+        where = f"--boxes-file {path}, image {image_id}"
+        if not isinstance(entry, dict) or "boxes" not in entry:
+            raise ValueError(f"{where}: expected an object with a \"boxes\" field")
+        try:
+            boxes = np.asarray(entry["boxes"], dtype=np.float32)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: \"boxes\" must be a list of [x1, y1, x2, y2]") from None
+        if boxes.ndim != 2 or boxes.shape[1] != 4 or len(boxes) == 0:
+            raise ValueError(f"{where}: \"boxes\" must be a non-empty list of [x1, y1, x2, y2], got shape {boxes.shape}")
+        bad = np.flatnonzero(~((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])))
+        if len(bad):
+            raise ValueError(f"{where}: box {int(bad[0])} {boxes[bad[0]].tolist()} has x2 <= x1 or y2 <= y1")
+        cls_prob = entry.get("cls_prob")
+        if cls_prob is not None:
+            try:
+                cls_prob = np.asarray(cls_prob, dtype=np.float32)
+            except (TypeError, ValueError):
+                raise ValueError(f"{where}: \"cls_prob\" must be a list of equal-length lists") from None
+            if cls_prob.ndim != 2 or cls_prob.shape[0] != len(boxes):
+                raise ValueError(f"{where}: \"cls_prob\" must have one row per box ({len(boxes)}), got shape {cls_prob.shape}")
+        out[str(image_id)] = (boxes, cls_prob)
+    return out
+
+
+def grid_boxes(image_h: int, image_w: int, n: int) -> np.ndarray:
+    """An n x n grid of boxes covering the image, row by row: (n*n, 4) float32 pixels."""
+    xs = np.linspace(0, image_w, n + 1, dtype=np.float32)
+    ys = np.linspace(0, image_h, n + 1, dtype=np.float32)
+    x1, y1 = np.meshgrid(xs[:-1], ys[:-1])
+    x2, y2 = np.meshgrid(xs[1:], ys[1:])
+    return np.stack([x1, y1, x2, y2], axis=-1).reshape(-1, 4)
+
+
+class _ImageFiles:
+    """A map-style dataset of decoded images; a file that fails to decode yields its error instead."""
+
+    def __init__(self, files: list[tuple[str, Path]]):
+        self.files = files
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, index):
+        from PIL import Image
+
+        image_id, path = self.files[index]
+        try:
+            with Image.open(path) as image:
+                return image_id, path, np.asarray(image.convert("RGB")), None
+        except Exception as exc:  # any undecodable file is reported, never fatal
+            return image_id, path, None, f"{type(exc).__name__}: {exc}"
+
+
+def _collate(batch):
+    return batch
+
+
+def distributed_rank() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) without it."""
+    rank = int(os.environ.get("RANK", 0))
+    world = int(os.environ.get("WORLD_SIZE", 1))
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    return rank, world, local_rank
+
+
+def _done_ids(output: Path, world: int, own: Path) -> set[str]:
+    """Ids already in any store under OUTPUT (a store, a folder of shards, or both)."""
+    from vilbert.features.reader import find_stores
+    from vilbert.features.store import environment
+
+    if not output.exists():
+        return set()
+    try:
+        stores = find_stores(output)
+    except FeatureStoreError:
+        return set()
+    done = set()
+    for store in stores:
+        try:
+            env = environment(store)
+        except lmdb.Error:
+            # Another rank of this very run may be creating its shard right now: it holds none of
+            # our images (the split is by rank), so it can be ignored.
+            if store != own and re.fullmatch(rf"part-\d+-of-{world}\.lmdb", store.name):
+                continue
+            raise
+        with env.begin() as txn:
+            done.update(bytes(k).decode() for k in txn.cursor().iternext(keys=True, values=False))
+    return done
+
+
+def run_extraction(
+    images_dir,
+    output,
+    boxes: str = "gt",
+    boxes_file=None,
+    backbone: str = "pixels",
+    grid: int = 6,
+    detector=None,
+    detector_arch: str = "fasterrcnn_resnet50_fpn",
+    min_boxes: int = 10,
+    max_boxes: int = 36,
+    min_score: float = 0.2,
+    weights=None,
+    random_weights: bool = False,
+    batch_size: int = 8,
+    num_workers: int = 0,
+    device=None,
+    feature_dtype: str = "float16",
+    image_size: int = 600,
+    max_size: int = 1000,
+    progress: bool = True,
+) -> ExtractionResult:
+    """Extract features for every image of `images_dir` not yet in `output` (see module docstring)."""
+    import torch
+    from torch.utils.data import DataLoader
+    from tqdm import tqdm
+
+    from vilbert.features.backbones import build_backbone
+
+    if boxes not in ("gt", "grid", "detector"):
+        raise ValueError(f"--boxes must be gt, grid or detector, not {boxes!r}")
+    if boxes == "gt" and boxes_file is None:
+        raise ValueError("--boxes gt needs --boxes-file boxes.json")
+    if boxes == "detector" and detector is None:
+        raise ValueError("--boxes detector needs --detector CKPT (a torchvision Faster R-CNN state dict)")
+    if boxes == "grid" and grid < 1:
+        raise ValueError(f"--grid must be at least 1, got {grid}")
+
+    rank, world, local_rank = distributed_rank()
+    if device is None:
+        device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+    output = Path(output)
+    own_store = (output if world == 1 else output / f"part-{rank}-of-{world}.lmdb").resolve()
+
+    images = list_images(images_dir)
+    result = ExtractionResult(output=own_store)
+    gt_boxes = None
+    if boxes == "gt":
+        gt_boxes = load_boxes_file(boxes_file)
+        result.without_boxes = sorted(i for i in images if i not in gt_boxes)
+        images = {i: p for i, p in images.items() if i in gt_boxes}
+    mine = sorted(images)[rank::world]
+    done = _done_ids(output, world, own_store)
+    todo = [(i, images[i]) for i in mine if i not in done]
+    result.already_done = len(mine) - len(todo)
+
+    extractor = build_backbone(
+        backbone, weights=weights, random_weights=random_weights, device=device,
+        image_size=image_size, max_size=max_size,
+    )
+    box_detector = None
+    if boxes == "detector":
+        from vilbert.features.detector import Detector
+
+        box_detector = Detector(detector, arch=detector_arch, device=device, min_boxes=min_boxes,
+                                max_boxes=max_boxes, min_score=min_score)
+
+    loader = DataLoader(_ImageFiles(todo), batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
+    bar = tqdm(total=len(todo), desc=f"extract rank {rank}" if world > 1 else "extract", disable=not progress,
+               unit="img", dynamic_ncols=True)
+    with FeatureWriter(own_store, feature_dtype=feature_dtype) as writer:
+        for batch in loader:
+            ids, arrays, batch_boxes, batch_cls = [], [], [], []
+            for image_id, path, array, error in batch:
+                if error is not None:
+                    result.failed.append((str(path), error))
+                    continue
+                if boxes == "gt":
+                    image_boxes, cls_prob = gt_boxes[image_id]
+                elif boxes == "grid":
+                    image_boxes, cls_prob = grid_boxes(array.shape[0], array.shape[1], grid), None
+                else:
+                    image_boxes, cls_prob = box_detector(array)
+                ids.append(image_id)
+                arrays.append(array)
+                batch_boxes.append(image_boxes)
+                batch_cls.append(cls_prob)
+            if ids:
+                features = extractor(arrays, batch_boxes)
+                for image_id, array, image_boxes, feats, cls_prob in zip(ids, arrays, batch_boxes, features, batch_cls):
+                    writer.put(image_id, image_h=array.shape[0], image_w=array.shape[1], boxes=image_boxes,
+                               features=feats, cls_prob=cls_prob)
+                # Commit every batch: an interrupted job loses at most the batch in flight.
+                writer.commit()
+                result.written += len(ids)
+            bar.update(len(batch))
+    bar.close()
+    report_problems(result)
+    return result
+
+
+def report_problems(result: ExtractionResult, stream=None) -> None:
+    """Print the images skipped for being undecodable or having no boxes (to stderr)."""
+    stream = stream or sys.stderr
+    if result.failed:
+        print(f"skipped {len(result.failed)} image(s) that could not be decoded:", file=stream)
+        for path, reason in result.failed:
+            print(f"  {path}: {reason}", file=stream)
+    if result.without_boxes:
+        shown = ", ".join(result.without_boxes[:20]) + (" ..." if len(result.without_boxes) > 20 else "")
+        print(f"skipped {len(result.without_boxes)} image(s) with no entry in the boxes file: {shown}", file=stream)

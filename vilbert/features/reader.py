@@ -1,0 +1,208 @@
+"""FeatureReader: one or several feature stores (shards) read as one, safe in DataLoader workers."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import lmdb
+import numpy as np
+
+from vilbert.features.store import FeatureStoreError, decode_record, environment
+
+# Row 0 of every region tensor is the whole image (REFERENCE section 1).
+GLOBAL_LOCATION = np.array([0.0, 0.0, 1.0, 1.0, 1.0], dtype=np.float32)
+
+
+class MissingImageError(KeyError):
+    """An image id that none of the reader's stores holds."""
+
+    def __str__(self):  # KeyError would print the message with quotes around it
+        return str(self.args[0])
+
+
+@dataclass
+class RegionItem:
+    """The regions of one image, as every dataset reads them.
+
+    n = number of detected (or given) boxes in the store.
+    """
+
+    image_id: str
+    features: np.ndarray  # (n+1, D) float32; row 0 = global region = mean of the n regions
+    locations: np.ndarray  # (n+1, 5) float32 [x1/W, y1/H, x2/W, y2/H, area/(W*H)]; row 0 = [0,0,1,1,1]
+    boxes: np.ndarray  # (n, 4) float32 pixels x1, y1, x2, y2
+    image_h: int
+    image_w: int
+    num_boxes: int  # n + 1 (counts the global region, as the originals' readers do)
+    cls_prob: np.ndarray | None  # (n, C) float32 class distribution, or None
+
+
+def box_locations(boxes: np.ndarray, image_h: float, image_w: float) -> np.ndarray:
+    """(n, 4) pixel boxes -> (n, 5) float32 locations [x1/W, y1/H, x2/W, y2/H, area/(W*H)]."""
+    boxes = np.asarray(boxes, dtype=np.float32)
+    scale = np.array([image_w, image_h, image_w, image_h], dtype=np.float32)
+    locations = np.empty((boxes.shape[0], 5), dtype=np.float32)
+    locations[:, :4] = boxes / scale
+    locations[:, 4] = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) / (float(image_w) * float(image_h))
+    return locations
+
+
+def find_stores(path_or_paths) -> list[Path]:
+    """Resolve a store directory, a folder of `*.lmdb` shards, or a list of those, to store paths.
+
+    A directory that holds `data.mdb` is a store; its `*.lmdb` children that are stores count too
+    (an extraction run first by one process and resumed by several leaves both).
+    """
+    if isinstance(path_or_paths, (str, os.PathLike)):
+        path_or_paths = [path_or_paths]
+    stores: list[Path] = []
+    for raw in path_or_paths:
+        path = Path(raw)
+        found = []
+        if (path / "data.mdb").is_file():
+            found.append(path)
+        if path.is_dir():
+            found += sorted(p for p in path.glob("*.lmdb") if (p / "data.mdb").is_file())
+        if not found:
+            raise FeatureStoreError(
+                f"no feature store at {path}: expected an LMDB directory with data.mdb, or a folder of *.lmdb shards"
+            )
+        stores += [p.resolve() for p in found if p.resolve() not in stores]
+    if not stores:
+        raise FeatureStoreError("no feature store paths given")
+    return stores
+
+
+class FeatureReader:
+    """Read region features by image id from one or several stores.
+
+        reader = FeatureReader("features/")          # a store, a folder of shards, or a list
+        len(reader); 42 in reader; reader.image_ids()
+        item = reader[42]                             # RegionItem; int or str ids
+
+    The LMDB environments are opened lazily, once per process (vilbert.features.store.environment),
+    so a reader built before a DataLoader forks (or pickled into a spawned worker) works in every
+    worker, and several readers of one store share its environment.
+    Shards are meant to hold disjoint ids; if an id is in several, the first store listed wins.
+    """
+
+    def __init__(self, path_or_paths):
+        self.paths = find_stores(path_or_paths)
+        self._ids: list[str] | None = None
+
+    def _environments(self) -> list[lmdb.Environment]:
+        return [environment(p) for p in self.paths]
+
+    def _describe(self) -> str:
+        if len(self.paths) == 1:
+            return f"the feature store {self.paths[0]}"
+        return f"the feature stores {', '.join(str(p) for p in self.paths)}"
+
+    def _raw(self, image_id):
+        key = str(image_id).encode()
+        for env, path in zip(self._environments(), self.paths):
+            with env.begin(buffers=False) as txn:
+                buf = txn.get(key)
+            if buf is not None:
+                return key.decode(), buf, path
+        raise MissingImageError(f"image id {str(image_id)!r} is not in {self._describe()}")
+
+    def __contains__(self, image_id) -> bool:
+        key = str(image_id).encode()
+        for env in self._environments():
+            with env.begin() as txn:
+                if txn.get(key) is not None:
+                    return True
+        return False
+
+    def image_ids(self) -> list[str]:
+        """All image ids (strings), in store order; read once and cached."""
+        if self._ids is None:
+            ids, seen = [], set()
+            for env in self._environments():
+                with env.begin() as txn:
+                    for key in txn.cursor().iternext(keys=True, values=False):
+                        image_id = bytes(key).decode()
+                        if len(self.paths) == 1 or image_id not in seen:
+                            ids.append(image_id)
+                            seen.add(image_id)
+            self._ids = ids
+        return self._ids
+
+    def __len__(self) -> int:
+        if len(self.paths) == 1:
+            with self._environments()[0].begin() as txn:
+                return txn.stat()["entries"]
+        return len(self.image_ids())
+
+    def __iter__(self):
+        return iter(self.image_ids())
+
+    def raw(self, image_id):
+        """The stored record as it is (float16 features, no global row), for tools like `info`."""
+        key, buf, path = self._raw(image_id)
+        return decode_record(key, buf, str(path))
+
+    def __getitem__(self, image_id) -> RegionItem:
+        key, buf, path = self._raw(image_id)
+        record = decode_record(key, buf, str(path))
+        n, dim = record.features.shape
+        features = np.empty((n + 1, dim), dtype=np.float32)  # (n+1, D)
+        features[1:] = record.features
+        features[0] = features[1:].mean(axis=0)
+        locations = np.empty((n + 1, 5), dtype=np.float32)  # (n+1, 5)
+        locations[0] = GLOBAL_LOCATION
+        locations[1:] = box_locations(record.boxes, record.image_h, record.image_w)
+        cls_prob = None if record.cls_prob is None else record.cls_prob.astype(np.float32)
+        return RegionItem(
+            image_id=key,
+            features=features,
+            locations=locations,
+            boxes=record.boxes.copy(),
+            image_h=record.image_h,
+            image_w=record.image_w,
+            num_boxes=n + 1,
+            cls_prob=cls_prob,
+        )
+
+    def __repr__(self):
+        return f"FeatureReader({[str(p) for p in self.paths]})"
+
+
+def store_info(path_or_paths) -> dict:
+    """Summary of a store (or shards): count, feature width, boxes per image, cls_prob, size on disk.
+
+    Only the 32-byte record headers are read (through LMDB's memory map), so this is quick even for
+    millions of records.
+    """
+    from vilbert.features.store import FLAG_CLS_PROB, FLAG_FLOAT32, HEADER, MAGIC
+
+    paths = find_stores(path_or_paths)
+    counts, widths, dtypes, class_dims, not_ours = [], set(), set(), set(), 0
+    for path in paths:
+        with environment(path).begin(buffers=True) as txn:
+            for key, value in txn.cursor():
+                if len(value) < HEADER.size or bytes(value[:4]) != MAGIC:
+                    not_ours += 1
+                    continue
+                _, _, flags, n, dim, cls_dim, _, _, _ = HEADER.unpack_from(value, 0)
+                counts.append(n)
+                widths.add(dim)
+                dtypes.add("float32" if flags & FLAG_FLOAT32 else "float16")
+                class_dims.add(cls_dim if flags & FLAG_CLS_PROB else 0)
+    size = sum(f.stat().st_size for p in paths for f in p.iterdir() if f.is_file())
+    count = len(counts)
+    counts = np.array(counts or [0])
+    return {
+        "stores": [str(p) for p in paths],
+        "count": count,
+        "feature_width": sorted(widths),
+        "feature_dtype": sorted(dtypes),
+        "boxes_per_image": {"min": int(counts.min()), "median": float(np.median(counts)), "max": int(counts.max())},
+        "has_cls_prob": bool(class_dims) and 0 not in class_dims,
+        "cls_prob_width": sorted(c for c in class_dims if c),
+        "other_records": not_ours,
+        "size_on_disk_bytes": int(size),
+    }
