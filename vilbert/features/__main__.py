@@ -112,10 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    import pickle
+
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+    except (ValueError, FileNotFoundError, KeyError, pickle.UnpicklingError) as exc:
         # Bad input is a one-line message, not a traceback.
         print(f"error: {exc}", file=sys.stderr)
         return 2
