@@ -387,12 +387,16 @@ class ViLBertPreTrainedModel(nn.Module):
         return names
 
     def bert_parameter_names(self) -> Set[str]:
-        """Names of the parameters a text-only BERT checkpoint initialises (text embeddings, text
-        layers, and for pretraining the MLM transform and bias): the originals train these at 0.1x
-        the learning rate during pretraining."""
-        from vilbert.convert import bert_parameter_names
-
-        return bert_parameter_names(self)
+        """Names of the parameters a text-only BERT checkpoint initialises (text embeddings and text
+        layers): the originals train these at 0.1x the learning rate during pretraining."""
+        names = set()
+        for name, _ in self.named_parameters():
+            local = name[len("vilbert."):] if name.startswith("vilbert.") else name
+            if local.startswith("text_layers.") or (
+                local.startswith("text_embeddings.") and not local.startswith("text_embeddings.task_embeddings.")
+            ):
+                names.add(name)
+        return names
 
     @classmethod
     def from_pretrained(cls, path, config: Optional[ViLBertConfig] = None, **kwargs):
