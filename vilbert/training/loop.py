@@ -1,0 +1,211 @@
+"""One training step and one evaluation pass, shared by pretraining and finetuning.
+
+    for micro_batches in batches_per_step(loader, accumulation):      # this rank's share of a global batch
+        out = train_step(model, micro_batches, objective, optimizer, scheduler, precision, dist)
+        meter.update(out)                                               # device tensors, no host sync
+        if step % log_every == 0:
+            logger.scalars(step, meter.compute(dist, prefix="train/"))  # the one sync, at log time
+    metrics = evaluate(model, val_loader, objective, precision, dist)   # {"masked_lm": ..., "loss": ...}
+
+`train_step` does gradient accumulation (DDP's all-reduce only on the last micro-batch), autocast,
+loss scaling (fp16), gradient clipping, the optimizer and scheduler steps. Each loss term of the
+objective is averaged over the whole global batch (see objectives.py): the counts of targets of every
+micro-batch on every rank are summed once per step (one small all-reduce), and each micro-batch's
+mean is weighted by its share. So one rank with batch 2B and two ranks with B each take the same
+step, and so does one rank with two accumulation steps of B.
+
+The model is called as `model(**batch)` inside the objective; batches are dicts of tensors. The
+loop knows nothing about any particular data set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from .distributed import DistInfo, all_reduce_sum, unwrap_model
+from .precision import Precision
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    """Move every tensor of a batch dict to `device` (asynchronously from pinned memory)."""
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+def batches_per_step(loader: Iterable[dict], accumulation: int) -> Iterator[list[dict]]:
+    """Group a loader's micro-batches into lists of `accumulation` (one optimizer step each); an
+    incomplete group at the end is dropped (the samplers never produce one)."""
+    group = []
+    for batch in loader:
+        group.append(batch)
+        if len(group) == accumulation:
+            yield group
+            group = []
+
+
+@dataclass
+class StepOutput:
+    """Detached device tensors describing one optimizer step (no host sync has happened)."""
+
+    terms: torch.Tensor          # (K,) this rank's part of each term's global-batch mean (sum over ranks = mean)
+    loss: torch.Tensor           # () this rank's part of the weighted total
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (2,) [sum, count], this rank
+    grad_norm: torch.Tensor | None = None  # () global gradient norm before clipping (same on every rank)
+    num_samples: int = 0         # samples this rank processed
+
+
+def train_step(model: torch.nn.Module, micro_batches: Sequence[dict], objective, optimizer: torch.optim.Optimizer,
+               scheduler, precision: Precision, dist: DistInfo, max_grad_norm: float | None = 1.0) -> StepOutput:
+    """One optimizer step over this rank's `micro_batches` (already on the device)."""
+    weights = [float(w) for w in objective.weights]
+    counts = torch.stack([objective.counts(batch) for batch in micro_batches]).float()  # (A, K)
+    global_counts = all_reduce_sum(counts.sum(0), dist)                                  # (K,)
+    # share[a, k]: micro-batch a's fraction of term k's targets over the global batch, times the
+    # number of ranks because DDP averages (not sums) the gradients of the ranks.
+    share = counts / global_counts.clamp(min=1) * dist.world_size                        # (A, K)
+
+    terms_sum = torch.zeros_like(global_counts)
+    stats_sum: dict[str, torch.Tensor] = {}
+    last = len(micro_batches) - 1
+    for i, batch in enumerate(micro_batches):
+        sync = contextlib.nullcontext() if i == last or not hasattr(model, "no_sync") else model.no_sync()
+        with sync:
+            with precision.autocast():
+                terms, stats = objective(model, batch)
+            # A term with no target in this micro-batch has an undefined mean (0/0); its share is 0.
+            terms = torch.where(counts[i] > 0, terms.float(), torch.zeros_like(terms, dtype=torch.float32))
+            weighted = terms * share[i]
+            loss = sum(w * weighted[k] for k, w in enumerate(weights))
+            precision.backward(loss)
+        terms_sum += terms.detach() * share[i]
+        for name, value in stats.items():
+            stats_sum[name] = stats_sum.get(name, 0) + value.detach().float()
+
+    precision.unscale_(optimizer)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if max_grad_norm:
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    else:
+        grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    precision.step(optimizer)
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+    terms_sum /= dist.world_size
+    num_samples = sum(_batch_size(batch) for batch in micro_batches)
+    total = sum(w * terms_sum[k] for k, w in enumerate(weights))
+    return StepOutput(terms=terms_sum, loss=total, stats=stats_sum,
+                      grad_norm=grad_norm.detach(), num_samples=num_samples)
+
+
+def _batch_size(batch: dict) -> int:
+    for value in batch.values():
+        if torch.is_tensor(value) and value.dim() > 0:
+            return value.shape[0]
+    return 0
+
+
+class MetricMeter:
+    """Running sums of StepOutputs on the device; `compute` syncs once and resets.
+
+    Losses are averaged over the steps since the last compute, statistics are sum/count over them,
+    samples/s counts every rank's samples over the wall time since the last compute.
+    """
+
+    def __init__(self, names: Sequence[str], device: torch.device):
+        self.names = tuple(names)
+        self.device = device
+        self.reset()
+
+    def reset(self) -> None:
+        self.terms = torch.zeros(len(self.names), device=self.device)
+        self.grad_norm = torch.zeros((), device=self.device)
+        self.stats: dict[str, torch.Tensor] = {}
+        self.steps = 0
+        self.samples = 0
+        self.started = time.perf_counter()
+
+    def update(self, out: StepOutput) -> None:
+        self.terms += out.terms
+        if out.grad_norm is not None:
+            self.grad_norm += out.grad_norm.float()
+        for name, value in out.stats.items():
+            self.stats[name] = self.stats.get(name, 0) + value
+        self.steps += 1
+        self.samples += out.num_samples
+
+    def compute(self, dist: DistInfo, weights: Sequence[float] | None = None, prefix: str = "") -> dict[str, float]:
+        """Global averages as floats (a collective call: every rank must call it)."""
+        steps = max(self.steps, 1)
+        stat_names = sorted(self.stats)
+        extra = torch.tensor([float(self.samples)], device=self.device)
+        # The gradient norm is the same on every rank; the all-reduce sums it world_size times.
+        packed = torch.cat([self.terms, self.grad_norm.reshape(1), extra] + [self.stats[name] for name in stat_names])
+        all_reduce_sum(packed, dist)
+        values = packed.tolist()  # the one host sync
+        elapsed = max(time.perf_counter() - self.started, 1e-9)
+        k = len(self.names)
+        result = {prefix + name: values[i] / steps for i, name in enumerate(self.names)}
+        if weights is not None:
+            result[prefix + "loss"] = sum(w * values[i] / steps for i, w in enumerate(weights))
+        result[prefix + "grad_norm"] = values[k] / dist.world_size / steps
+        result[prefix + "samples_per_s"] = values[k + 1] / elapsed
+        for j, name in enumerate(stat_names):
+            total, count = values[k + 2 + 2 * j], values[k + 3 + 2 * j]
+            result[prefix + name] = total / count if count else float("nan")
+        self.reset()
+        return result
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader: Iterable[dict], objective, precision: Precision,
+             dist: DistInfo) -> dict[str, float]:
+    """Each term's mean over all targets of the whole evaluation set (summed over ranks), the
+    weighted total as "loss", and every statistic of the objective (sum / count).
+
+    Runs the bare model (not DDP: ranks may hold different numbers of batches) in eval mode and
+    restores the previous mode. Every rank must call it.
+    """
+    bare = unwrap_model(model)
+    was_training = bare.training
+    bare.eval()
+    k = len(objective.names)
+    sums = torch.zeros(k, device=dist.device)
+    counts = torch.zeros(k, device=dist.device)
+    stats: dict[str, torch.Tensor] = {}
+    for batch in loader:
+        batch = to_device(batch, dist.device)
+        with precision.autocast():
+            terms, batch_stats = objective(bare, batch)
+        batch_counts = objective.counts(batch).float()
+        sums += torch.where(batch_counts > 0, terms.float() * batch_counts, torch.zeros_like(sums))
+        counts += batch_counts
+        for name, value in batch_stats.items():
+            stats[name] = stats.get(name, 0) + value.float()
+    bare.train(was_training)
+
+    # Every rank must contribute the same statistics, even one with no batch at all.
+    stat_names = sorted(set().union(*_gather_names(stats, dist)))
+    packed = torch.cat([sums, counts] + [stats.get(name, torch.zeros(2, device=dist.device)) for name in stat_names])
+    values = all_reduce_sum(packed, dist).tolist()
+    result = {}
+    total = 0.0
+    for i, name in enumerate(objective.names):
+        mean = values[i] / values[k + i] if values[k + i] else 0.0
+        result[name] = mean
+        total += objective.weights[i] * mean
+    result["loss"] = total
+    for j, name in enumerate(stat_names):
+        s, n = values[2 * k + 2 * j], values[2 * k + 2 * j + 1]
+        result[name] = s / n if n else float("nan")
+    return result
+
+
+def _gather_names(stats: dict, dist: DistInfo) -> list[set]:
+    from .distributed import gather_objects
+
+    return gather_objects(set(stats), dist)
