@@ -120,7 +120,7 @@ def test_per_micro_batch_mean_would_differ():
     batch = toy_batch(8, seed=0)
     parts = split(batch, [3, 1, 4])
     with torch.no_grad():
-            naive = sum(model(**p).masked_lm_loss for p in parts) / 3
+        naive = sum(model(**p).masked_lm_loss for p in parts) / 3
         assert abs(float(naive) - float(model(**batch).masked_lm_loss)) > 1e-3
 
 
