@@ -119,3 +119,16 @@ def test_reader_works_in_forked_dataloader_workers(tmp_path):
     loader = torch.utils.data.DataLoader(_Items(reader, sorted(records)), batch_size=4, num_workers=2)
     got = torch.cat(list(loader))
     torch.testing.assert_close(got, expected)
+
+
+def test_info_command(tmp_path, capsys):
+    from vilbert.features.__main__ import main
+
+    rng = np.random.default_rng(6)
+    write_store(tmp_path / "s", {str(i): random_record(rng, n=n, dim=12, classes=3) for i, n in enumerate((2, 5, 9))})
+    assert main(["info", str(tmp_path / "s")]) == 0
+    out = capsys.readouterr().out
+    assert "images:          3" in out and "feature width:   12 (float16)" in out
+    assert "min 2, median 5, max 9" in out and "yes (3 classes)" in out and "MiB" in out
+    assert main(["info", str(tmp_path / "nothing")]) == 2
+    assert "no feature store at" in capsys.readouterr().err

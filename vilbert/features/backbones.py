@@ -167,7 +167,7 @@ def load_resnet_weights(model, path) -> None:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a clear one-line message, not a pickle traceback
-        raise ValueError(f"--weights {path}: not a PyTorch state dict ({type(exc).__name__}: {exc})") from None
+        raise ValueError(f"--weights {path}: not a PyTorch state dict ({type(exc).__name__}: {str(exc).strip().splitlines()[0]})") from None
     for wrapper in ("state_dict", "model", "model_state_dict"):
         if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
             state = state[wrapper]
@@ -242,12 +242,14 @@ class ResNetBackbone:
         import torch.nn.functional as F
         from torchvision.ops import roi_align
 
-        with torch.inference_mode():
+        # fp16 autocast on the GPU (the store keeps float16 anyway); plain float32 on the CPU.
+        autocast = torch.autocast(device_type=self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda")
+        with torch.inference_mode(), autocast:
             tensors, scales = [], []
             for image in images:
                 h, w = image.shape[:2]
                 scale = self._scale(h, w)
-                x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1).float() / 255.0
+                x = torch.tensor(image, device=self.device).permute(2, 0, 1).float() / 255.0
                 size = (max(1, round(h * scale)), max(1, round(w * scale)))
                 x = F.interpolate(x[None], size=size, mode="bilinear", align_corners=False)[0]
                 tensors.append((x - self.mean) / self.std)

@@ -120,7 +120,7 @@ class _ImageFiles:
         image_id, path = self.files[index]
         try:
             with Image.open(path) as image:
-                return image_id, path, np.asarray(image.convert("RGB")), None
+                return image_id, path, np.array(image.convert("RGB")), None
         except Exception as exc:  # any undecodable file is reported, never fatal
             return image_id, path, None, f"{type(exc).__name__}: {exc}"
 
