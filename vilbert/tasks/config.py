@@ -1,0 +1,227 @@
+"""The task file (`vlbert_tasks.yml`) parsed into typed task configs.
+
+The file keeps the originals' layout and field names (REFERENCE 5): one mapping per task under a
+`TASKn` key. The task id is the entry's `task_id` field when present (the beta file keys its
+entries TASK0..TASK4 but gives them ids 1, 6, 7, 9, 11), otherwise the number in the key.
+
+Relative paths are resolved against the directory that holds the tasks file, so a tasks file can
+travel with its data (`data/demo/vlbert_tasks.yml`). Paths are only checked when a task is used
+(`TaskConfig.require`), so a file listing tasks whose data you do not have still loads.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import yaml
+
+
+class TaskConfigError(ValueError):
+    """A problem with the tasks file or a task id; the message is one line that names it."""
+
+
+# The `type` values of the originals and the `loss` each one implies (REFERENCE 2).
+TYPE_LOSSES = {
+    "VL-classifier": "BCEWithLogitLoss",
+    "VL-logit": "CrossEntropyLoss",
+    "V-logit": "BCEWithLogitLoss",
+}
+
+# Which annotation reader a task name uses when its entry has no `reader` field. The names are
+# the originals'; a new task whose annotations share a format only needs `reader:` in its entry.
+READER_BY_NAME = {
+    "VQA": "vqa",
+    "VCR_Q-A": "vcr_q2a",
+    "VCR_QA-R": "vcr_qa2r",
+    "RetrievalFlickr30k": "retrieval",
+    "RetrievalCOCO": "retrieval",
+    "refcoco+": "refer",
+    "refcoco": "refer",
+    "refgoogle": "refer",
+}
+
+
+@dataclass
+class TaskConfig:
+    """One entry of the tasks file. Field names are the originals' (REFERENCE 5)."""
+
+    task_id: int  # the id `--tasks` selects (1 = VQA, 6/7 = VCR, 9 = Flickr30k, 11 = RefCOCO+)
+    key: str  # the entry's key in the file, e.g. "TASK1"
+    name: str  # also the folder of refer-toolkit data under dataroot (e.g. "refcoco+")
+    type: str  # "VL-classifier" | "VL-logit" | "V-logit": selects head, loss and prediction
+    loss: str  # kept for the originals' files; must agree with `type`
+    dataroot: Path  # annotations (and cache/) live here
+    features_h5path1: Path  # region-feature store (detections); the name is the originals'
+    features_h5path2: Optional[Path]  # ground-truth box store (VCR, RefCOCO+), or None ('')
+    train_annotations_jsonpath: Optional[Path]  # None ('') = the reader's file under dataroot
+    val_annotations_jsonpath: Optional[Path]
+    max_seq_length: int  # tokens, [CLS] and [SEP]s included
+    max_region_num: int  # regions, the global region (row 0) included
+    batch_size: int
+    eval_batch_size: int  # defaults to batch_size (the originals' VCR entries have none)
+    train_split: str
+    val_split: str
+    lr: float
+    num_epoch: int
+    reader: str  # annotation format: "vqa", "vcr_q2a", "vcr_qa2r", "refer", "retrieval"
+    source: Path  # the tasks file this entry came from (for error messages)
+
+    def describe(self) -> str:
+        return f"{self.key} ({self.name}) in {self.source}"
+
+    def require(self, path: Optional[Path], field: str) -> Path:
+        """Return `path` if it exists, else raise a one-line error naming the task and field."""
+        if path is None:
+            raise TaskConfigError(f"{self.describe()}: field '{field}' is empty but this task needs it")
+        if not Path(path).exists():
+            raise TaskConfigError(f"{self.describe()}: {field} not found: {path}")
+        return Path(path)
+
+    def annotations_for(self, split: str) -> Optional[Path]:
+        """The annotation file the YAML names for `split` (train_split / val_split), or None."""
+        if split == self.train_split and self.train_annotations_jsonpath is not None:
+            return self.train_annotations_jsonpath
+        if split == self.val_split and self.val_annotations_jsonpath is not None:
+            return self.val_annotations_jsonpath
+        return None
+
+
+_REQUIRED = (
+    "name", "type", "loss", "dataroot", "features_h5path1", "features_h5path2",
+    "train_annotations_jsonpath", "val_annotations_jsonpath", "max_seq_length", "max_region_num",
+    "batch_size", "train_split", "val_split", "lr", "num_epoch",
+)
+_OPTIONAL = ("task_id", "eval_batch_size", "reader")
+_PATHS = ("dataroot", "features_h5path1")
+_OPTIONAL_PATHS = ("features_h5path2", "train_annotations_jsonpath", "val_annotations_jsonpath")
+_INTS = ("max_seq_length", "max_region_num", "batch_size", "eval_batch_size", "num_epoch", "task_id")
+
+
+def _number(value, kind, where: str):
+    # PyYAML reads `4e-5` (no dot) as a string, so numbers given as strings are accepted too.
+    if isinstance(value, bool):
+        raise TaskConfigError(f"{where} must be a number, got {value!r}")
+    try:
+        number = kind(float(value)) if kind is int else kind(value)
+    except (TypeError, ValueError):
+        raise TaskConfigError(f"{where} must be {'an integer' if kind is int else 'a number'}, got {value!r}") from None
+    if kind is int and float(value) != number:
+        raise TaskConfigError(f"{where} must be an integer, got {value!r}")
+    return number
+
+
+def _parse_entry(key: str, entry, source: Path) -> TaskConfig:
+    where = f"{source}: {key}"
+    if not isinstance(entry, dict):
+        raise TaskConfigError(f"{where} must be a mapping of fields, got {type(entry).__name__}")
+    unknown = sorted(set(entry) - set(_REQUIRED) - set(_OPTIONAL))
+    if unknown:
+        raise TaskConfigError(f"{where}: unknown field '{unknown[0]}'")
+    missing = [field for field in _REQUIRED if field not in entry]
+    if missing:
+        raise TaskConfigError(f"{where}: missing field '{missing[0]}'")
+
+    base = source.parent
+    values = dict(entry)
+    for field in _INTS:
+        if field in values:
+            values[field] = _number(values[field], int, f"{where}.{field}")
+            if values[field] <= 0 and field != "task_id":
+                raise TaskConfigError(f"{where}.{field} must be positive, got {values[field]}")
+    values["lr"] = _number(values["lr"], float, f"{where}.lr")
+    for field in ("name", "type", "loss", "train_split", "val_split", "reader"):
+        if field in values and not isinstance(values[field], str):
+            raise TaskConfigError(f"{where}.{field} must be a string, got {values[field]!r}")
+    for field in _PATHS + _OPTIONAL_PATHS:
+        value = values[field]
+        if value is None or value == "":
+            if field in _PATHS:
+                raise TaskConfigError(f"{where}.{field} must name a path, got {value!r}")
+            values[field] = None
+            continue
+        if not isinstance(value, str):
+            raise TaskConfigError(f"{where}.{field} must be a path string, got {value!r}")
+        path = Path(value).expanduser()
+        values[field] = path if path.is_absolute() else base / path
+
+    if values["type"] not in TYPE_LOSSES:
+        raise TaskConfigError(f"{where}.type: unknown task type {values['type']!r} (known: {', '.join(TYPE_LOSSES)})")
+    if values["loss"] != TYPE_LOSSES[values["type"]]:
+        raise TaskConfigError(
+            f"{where}.loss: {values['type']} tasks use {TYPE_LOSSES[values['type']]}, got {values['loss']!r}"
+        )
+    match = re.fullmatch(r"TASK(\d+)", key)
+    if "task_id" not in values:
+        if match is None:
+            raise TaskConfigError(f"{where}: the key must be TASK<id> or the entry must have a 'task_id' field")
+        values["task_id"] = int(match.group(1))
+    values.setdefault("eval_batch_size", values["batch_size"])
+    if "reader" not in values:
+        if values["name"] not in READER_BY_NAME:
+            raise TaskConfigError(
+                f"{where}: no reader is known for task name {values['name']!r}; "
+                f"add 'reader: <one of {', '.join(sorted(set(READER_BY_NAME.values())))}>'"
+            )
+        values["reader"] = READER_BY_NAME[values["name"]]
+    return TaskConfig(key=key, source=source, **values)
+
+
+def load_task_configs(path: Union[str, Path]) -> dict[int, TaskConfig]:
+    """Read a tasks file -> {task id: TaskConfig}, in file order."""
+    source = Path(path).expanduser().resolve()
+    if not source.is_file():
+        raise TaskConfigError(f"tasks file not found: {source}")
+    try:
+        data = yaml.safe_load(source.read_text())
+    except yaml.YAMLError as exc:
+        raise TaskConfigError(f"{source}: not valid YAML: {' '.join(str(exc).split())}") from None
+    if not isinstance(data, dict) or not data:
+        raise TaskConfigError(f"{source}: expected a mapping of TASK<id> entries")
+    configs: dict[int, TaskConfig] = {}
+    for key, entry in data.items():
+        config = _parse_entry(str(key), entry, source)
+        if config.task_id in configs:
+            raise TaskConfigError(
+                f"{source}: task id {config.task_id} is used by both {configs[config.task_id].key} and {key}"
+            )
+        configs[config.task_id] = config
+    return configs
+
+
+def parse_task_ids(spec: Union[str, int, list]) -> list[int]:
+    """`--tasks` value -> task ids, in order, without repeats.
+
+    Ids are separated by commas or dashes: "1,6-7,9" -> [1, 6, 7, 9]. A dash separates ids as in
+    the originals (`--tasks 1-2-3` meant tasks 1, 2 and 3), so "6-7" selects 6 and 7 and "1-11"
+    selects 1 and 11, not a range.
+    """
+    if isinstance(spec, int):
+        return [spec]
+    if isinstance(spec, (list, tuple)):
+        return list(dict.fromkeys(i for item in spec for i in parse_task_ids(item)))
+    text = str(spec).strip()
+    parts = re.split(r"[,\-]", text) if text else []
+    if not parts or any(not part.strip().isdigit() for part in parts):
+        raise TaskConfigError(f"--tasks: expected task ids like '1,6-7,9', got {spec!r}")
+    return list(dict.fromkeys(int(part) for part in parts))
+
+
+def select_tasks(configs: dict[int, TaskConfig], spec) -> dict[int, TaskConfig]:
+    """The configs `spec` names (see parse_task_ids); an unknown id is a one-line error."""
+    selected = {}
+    for task_id in parse_task_ids(spec):
+        if task_id not in configs:
+            source = next(iter(configs.values())).source if configs else "the tasks file"
+            known = ", ".join(str(i) for i in configs)
+            raise TaskConfigError(f"unknown task id {task_id} (tasks in {source}: {known})")
+        selected[task_id] = configs[task_id]
+    return selected
+
+
+def replace(config: TaskConfig, **changes) -> TaskConfig:
+    """A copy of `config` with some fields changed (e.g. a smaller batch for a test)."""
+    return dataclasses.replace(config, **changes)
