@@ -1,0 +1,186 @@
+"""Task types and annotation readers: what a task id turns into.
+
+A task is an entry of the tasks file (TaskConfig) bound to
+- its task type (the YAML `type`): which ViLBertForVLTasks head it reads and its loss;
+- its reader (the YAML `reader`, or the default for its name): the dataset class for training,
+  the one for evaluation, and the evaluator that turns predictions into metrics and result files.
+
+    tasks = build_tasks("1,6-7", "vlbert_tasks.yml")           # {task id: Task}
+    task = tasks[1]
+    train = task.dataset(task.config.train_split, tokenizer)
+    loader = task.loader(train, train=True, num_workers=2, seed=0)
+    out = model(**model_inputs(batch), heads={task.head})
+    loss = task.loss(out, batch) * task.loss_scale              # scale = lr / smallest lr
+    evaluator = task.evaluator(val_dataset)
+
+Adding a task: an entry in the tasks file; if its annotations are in a new format, one dataset
+class (see vilbert/data/vqa.py for the pattern) and one `register_reader(...)` call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Union
+
+import torch
+
+from vilbert.tasks.config import TaskConfig, TaskConfigError, load_task_configs, select_tasks
+from vilbert.tasks.losses import v_logit_loss, vl_classifier_loss, vl_logit_loss
+
+
+@dataclass(frozen=True)
+class TaskType:
+    """A task type of the originals: the head it reads and the loss on that head's output."""
+
+    name: str
+    head: str  # attribute of the ViLBertForVLTasks output (and the name for its `heads=` argument)
+    loss: Callable[[torch.Tensor, dict], torch.Tensor]
+
+
+TASK_TYPES = {
+    "VL-classifier": TaskType("VL-classifier", "vil_prediction", vl_classifier_loss),
+    "VL-logit": TaskType("VL-logit", "vil_logit", vl_logit_loss),
+    "V-logit": TaskType("V-logit", "vision_logit", v_logit_loss),
+}
+
+
+@dataclass(frozen=True)
+class Reader:
+    """An annotation format: how to build its datasets and evaluate its predictions.
+
+    train_dataset / eval_dataset: (config, split, tokenizer) -> Dataset. eval_dataset serves
+    every split but the training one (retrieval scores all pairs there; the others reuse the
+    training class). evaluator: (dataset) -> Evaluator. metrics: the metric names it reports.
+    """
+
+    name: str
+    train_dataset: Callable
+    eval_dataset: Callable
+    evaluator: Callable
+    metrics: tuple[str, ...]
+
+
+READERS: dict[str, Reader] = {}
+_builtins_registered = False
+
+
+def register_reader(name: str, *, train_dataset, evaluator, metrics, eval_dataset=None) -> Reader:
+    """Add (or replace) an annotation reader; tasks name it in their `reader` field."""
+    _register_builtin_readers()
+    reader = Reader(name, train_dataset, eval_dataset or train_dataset, evaluator, tuple(metrics))
+    READERS[name] = reader
+    return reader
+
+
+def _register_builtin_readers() -> None:
+    # Deferred to first use: the readers import the feature store and the tokenizer machinery.
+    # register_reader calls this first, so a user's reader of the same name replaces a built-in.
+    global _builtins_registered
+    if _builtins_registered:
+        return
+    _builtins_registered = True
+    from vilbert.data.refer import ReferDataset
+    from vilbert.data.retrieval import RetrievalEvalDataset, RetrievalTrainDataset
+    from vilbert.data.vcr import VCRDataset
+    from vilbert.data.vqa import VQADataset
+    from vilbert.tasks.metrics import ReferEvaluator, RetrievalEvaluator, VCREvaluator, VQAEvaluator
+
+    def vcr(mode):  # one dataset class, two input layouts
+        return lambda config, split, tokenizer: VCRDataset(config, split, tokenizer, mode=mode)
+
+    builtins = [
+        Reader("vqa", VQADataset, VQADataset, VQAEvaluator, ("accuracy",)),
+        # Q->AR needs both VCR tasks' predictions: metrics.joint_metrics adds it when both ran.
+        Reader("vcr_q2a", vcr("q2a"), vcr("q2a"), VCREvaluator, ("q2a",)),
+        Reader("vcr_qa2r", vcr("qa2r"), vcr("qa2r"), VCREvaluator, ("qa2r",)),
+        Reader("refer", ReferDataset, ReferDataset, ReferEvaluator, ("accuracy",)),
+        Reader("retrieval", RetrievalTrainDataset, RetrievalEvalDataset, RetrievalEvaluator, ("R@1", "R@5", "R@10")),
+    ]
+    for reader in builtins:
+        READERS[reader.name] = reader
+
+
+def get_reader(name: str) -> Reader:
+    _register_builtin_readers()
+    if name not in READERS:
+        raise TaskConfigError(f"unknown reader {name!r} (known: {', '.join(sorted(READERS))})")
+    return READERS[name]
+
+
+@dataclass
+class Task:
+    """One selected task: its config, type, reader, and its loss scale in this selection."""
+
+    config: TaskConfig
+    type: TaskType
+    reader: Reader
+    loss_scale: float = 1.0  # task lr / smallest lr of the selected tasks (REFERENCE 2)
+
+    @property
+    def id(self) -> int:
+        return self.config.task_id
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def head(self) -> str:
+        """The ViLBertForVLTasks output this task reads: pass `heads={task.head}` to the model."""
+        return self.type.head
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        return self.reader.metrics
+
+    def dataset(self, split: str, tokenizer):
+        """The dataset of `split`: the training dataset for config.train_split, else the eval one."""
+        build = self.reader.train_dataset if split == self.config.train_split else self.reader.eval_dataset
+        return build(self.config, split, tokenizer)
+
+    def loader(self, dataset, *, train: bool, num_workers: int = 0, seed: int = 0,
+               batch_size: Optional[int] = None, distributed: Optional[bool] = None):
+        """DataLoader with the shared collate. batch_size (per process) defaults to the config's
+        batch_size (training) or eval_batch_size; training shuffles and drops the last partial batch."""
+        from vilbert.data.collate import make_loader
+
+        if batch_size is None:
+            batch_size = self.config.batch_size if train else self.config.eval_batch_size
+        return make_loader(dataset, batch_size, shuffle=train, drop_last=train and len(dataset) > batch_size,
+                           num_workers=num_workers, seed=seed, distributed=distributed)
+
+    def head_output(self, output) -> torch.Tensor:
+        """This task's head output from a ViLBertForVLTasks result (object or dict)."""
+        value = output[self.head] if isinstance(output, dict) else getattr(output, self.head)
+        if value is None:
+            raise ValueError(f"task {self.id} ({self.name}): the model output has no {self.head}; "
+                             f"call the model with heads={{{self.head!r}}}")
+        return value
+
+    def loss(self, output, batch: dict) -> torch.Tensor:
+        """The unscaled task loss of a training batch (multiply by `loss_scale` in multi-task runs)."""
+        return self.type.loss(self.head_output(output), batch)
+
+    def evaluator(self, dataset):
+        """A fresh evaluator for `dataset` (see vilbert.tasks.metrics)."""
+        return self.reader.evaluator(dataset)
+
+    def result_file(self, output_dir: Union[str, Path], split: str) -> Path:
+        """Where the official result records of this task and split go."""
+        return Path(output_dir) / f"{split}_{self.name}_result.json"
+
+
+def build_task(config: TaskConfig, loss_scale: float = 1.0) -> Task:
+    if config.type not in TASK_TYPES:
+        raise TaskConfigError(f"{config.describe()}: unknown task type {config.type!r}")
+    return Task(config, TASK_TYPES[config.type], get_reader(config.reader), loss_scale)
+
+
+def build_tasks(spec, tasks_file: Union[str, Path] = "vlbert_tasks.yml") -> dict[int, Task]:
+    """Tasks selected by `spec` ("1,6-7", a list of ids, ...) from a tasks file, with loss scales."""
+    configs = select_tasks(load_task_configs(tasks_file), spec)
+    if not configs:
+        raise TaskConfigError("no tasks selected")
+    smallest_lr = min(c.lr for c in configs.values())
+    return {task_id: build_task(c, c.lr / smallest_lr) for task_id, c in configs.items()}
