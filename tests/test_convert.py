@@ -206,12 +206,14 @@ def _record_side_effect(message):
     return message
 
 
-def test_12in1_training_checkpoint_tar_loads_without_running_its_objects(tmp_path):
+@pytest.mark.parametrize("zip_format", [True, False])  # torch >= 1.6 zip files, and 2019's legacy format
+def test_12in1_training_checkpoint_tar_loads_without_running_its_objects(tmp_path, zip_format):
     config = tiny_config()
     sd = {"module." + k: v for k, v in original_state_dict("12in1", config).items()}
     path = tmp_path / "pytorch_ckpt_latest.tar"
     torch.save({"model_state_dict": sd, "optimizer_state_dict": {"state": {}, "param_groups": [{"lr": 1e-4}]},
-                "global_step": 10, "epoch_id": 0, "tb_logger": _TrainingLogger()}, path)
+                "global_step": 10, "epoch_id": 0, "tb_logger": _TrainingLogger()}, path,
+               _use_new_zipfile_serialization=zip_format)
     with pytest.raises(Exception):  # torch's safe loader refuses the logger...
         torch.load(path, weights_only=True)
     model = ViLBertForVLTasks.from_pretrained(path, config=config)  # ...our reader replaces it

@@ -392,3 +392,21 @@ def test_parameter_name_groups():
     assert "vilbert.text_layers.0.attention_output.norm.weight" in no_decay
     assert "mlm_head.bias" in no_decay and "vilbert.text_layers.0.attention.query.bias" in no_decay
     assert "vilbert.text_layers.0.attention.query.weight" not in no_decay
+
+
+def test_bf16_autocast_runs_and_stays_close():
+    # The GPU runs under autocast; CPU bf16 autocast exercises the same dtype handling (masks cast
+    # to the queries' dtype for SDPA, losses in fp32).
+    torch.manual_seed(0)
+    config = tiny_config()
+    model = ViLBertForPretraining(config)
+    inputs = random_inputs(config)
+    labels = _pretraining_labels(config, inputs)
+    reference = model(**inputs, **labels)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(**inputs, **labels)
+        tasks = ViLBertForVLTasks(config, num_labels=4)(**inputs)
+    out.loss.backward()
+    assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
+    torch.testing.assert_close(out.loss, reference.loss, atol=0.05, rtol=0.02)
+    assert torch.isfinite(tasks.vil_prediction).all()

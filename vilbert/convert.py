@@ -310,10 +310,12 @@ def _resolve(path) -> Tuple[Path, str]:
     local = Path(path)
     if local.exists():
         return local, str(local)
+    if local.is_absolute() or str(path).startswith(".") or local.suffix in (".bin", ".tar", ".pt", ".pth", ".safetensors"):
+        raise FileNotFoundError(f"{path}: no such file or directory")
     try:
         from huggingface_hub import snapshot_download
 
-        fetched = snapshot_download(str(path), allow_patterns=["config.json", "*.safetensors", "pytorch_model.bin", "vocab.txt", "tokenizer*"])
+        fetched = snapshot_download(str(path), allow_patterns=["config.json", "*.safetensors", "pytorch_model.bin"])
         return Path(fetched), str(path)
     except Exception as exc:
         raise FileNotFoundError(
@@ -487,11 +489,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    config = ViLBertConfig.from_json_file(args.config_file)
     classes = {"base": ViLBertModel, "pretraining": ViLBertForPretraining, "tasks": ViLBertForVLTasks}
-    cls = classes.get(args.model) or _guess_model_class(read_source(args.source))
-    kwargs = {"num_labels": args.num_labels} if args.num_labels is not None and cls is ViLBertForVLTasks else {}
     try:
+        config = ViLBertConfig.from_json_file(args.config_file)
+        cls = classes.get(args.model) or _guess_model_class(read_source(args.source))
+        kwargs = {"num_labels": args.num_labels} if args.num_labels is not None and cls is ViLBertForVLTasks else {}
         model = load_pretrained(cls, args.source, config=config, strict=args.strict, **kwargs)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)

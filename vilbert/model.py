@@ -239,6 +239,7 @@ class WeightNormLinear(nn.Module):
 class BetaClassifier(nn.Module):
     """vilbert_beta's VL-classifier: WN-Linear -> ReLU -> Dropout(0.5) -> WN-Linear."""
 
+    # eps is unused (no LayerNorm); it keeps the constructor interchangeable with GeLUClassifier.
     def __init__(self, in_size: int, hidden_size: int, num_labels: int, eps: float = 1e-12):
         super().__init__()
         self.hidden = WeightNormLinear(in_size, hidden_size)
@@ -474,7 +475,10 @@ class ViLBertModel(ViLBertPreTrainedModel):
         c = self.config
         if image_attention_mask is None:
             image_attention_mask = torch.ones(image_feat.shape[:2], dtype=torch.long, device=image_feat.device)
-        text_mask = self._text_mask(attention_mask, input_ids)  # (B, 1, 1, T)
+        if text_prefix is not None and input_ids is None and attention_mask is None:
+            text_mask = additive_mask(torch.ones(text_prefix.shape[:2], device=text_prefix.device))
+        else:
+            text_mask = self._text_mask(attention_mask, input_ids)  # (B, 1, 1, T)
         visual_mask = additive_mask(image_attention_mask)  # (B, 1, 1, R)
         attentions = dict(text=[], visual=[], text_to_visual=[], visual_to_text=[]) if output_attentions else None
         get = (lambda key: attentions[key]) if attentions is not None else (lambda key: None)
