@@ -112,8 +112,8 @@ class ViLBertConfig:
                 )
                 if ok:
                     setattr(self, f.name, list(value))
-            else:
-                ok = isinstance(value, str) or (default is None and isinstance(value, str))
+            else:  # str fields (and the optional finetuning_task)
+                ok = isinstance(value, str)
             if not ok:
                 raise ValueError(
                     f"config field {f.name!r}: expected {type(default).__name__}, got {value!r}"
