@@ -95,6 +95,8 @@ def test_not_a_store_and_bad_put_are_clear_errors(tmp_path):
             w.put(5, image_h=10, image_w=10, boxes=np.zeros((2, 4)), features=np.zeros((3, 8)))
         with pytest.raises(FeatureStoreError, match="image 6: no boxes"):
             w.put(6, image_h=10, image_w=10, boxes=np.zeros((0, 4)), features=np.zeros((0, 8)))
+        with pytest.raises(FeatureStoreError, match="image 8: features exceed the float16 range.*float32"):
+            w.put(8, image_h=10, image_w=10, boxes=np.zeros((1, 4)), features=np.full((1, 8), 1e6))
         with pytest.raises(FeatureStoreError, match="image 7: image_h/image_w must be positive"):
             w.put(7, image_h=0, image_w=10, boxes=np.zeros((1, 4)), features=np.zeros((1, 8)))
 

@@ -145,13 +145,17 @@ class PixelBackbone:
     def __init__(self, dim: int = 2048):
         self.dim = dim
         self.projection = pixel_projection(dim)
+        self.projection64 = self.projection.astype(np.float64)
 
     def __call__(self, images, boxes):
-        out = []
-        for image, image_boxes in zip(images, boxes):
-            descriptors = np.stack([pixel_descriptor(image, b) for b in image_boxes])  # (n, 128)
-            out.append(descriptors @ self.projection)  # (n, dim)
-        return out
+        descriptors = np.stack(
+            [pixel_descriptor(image, box) for image, image_boxes in zip(images, boxes) for box in image_boxes]
+        )  # (N, 128) for all boxes of the batch
+        # One product per batch, in float64: the float32 result of a box does not depend on which
+        # other boxes share its batch (so sharded and single-process runs store identical features).
+        features = (descriptors.astype(np.float64) @ self.projection64).astype(np.float32)  # (N, dim)
+        counts = np.cumsum([0] + [len(b) for b in boxes])
+        return [features[counts[i] : counts[i + 1]] for i in range(len(boxes))]
 
 
 def load_resnet_weights(model, path) -> None:

@@ -37,6 +37,7 @@ FORMAT_VERSION = 1
 HEADER = struct.Struct("<4sHHIIIIII")  # 32 bytes
 FLAG_FLOAT32 = 1
 FLAG_CLS_PROB = 2
+FLOAT16_MAX = 65504.0
 
 # LMDB needs a map size up front; a writer starts here and doubles it whenever the map is full, so
 # small stores stay small on file systems that allocate the whole map.
@@ -85,6 +86,11 @@ def encode_record(
     if image_h <= 0 or image_w <= 0:
         raise FeatureStoreError(f"{where}: image_h/image_w must be positive, got {image_h}, {image_w}")
     flags = FLAG_FLOAT32 if feature_dtype == "float32" else 0
+    if not flags and features.size and np.abs(features).max() > FLOAT16_MAX:
+        raise FeatureStoreError(
+            f"{where}: features exceed the float16 range (largest |value| {np.abs(features).max():.3g} > "
+            f"{FLOAT16_MAX:g}); store them as float32 (--float32, feature_dtype='float32')"
+        )
     parts = [boxes.astype("<f4", copy=False), features.astype("<f4" if flags else "<f2", copy=False)]
     cls_dim = 0
     if cls_prob is not None:
@@ -93,6 +99,8 @@ def encode_record(
             raise FeatureStoreError(f"{where}: cls_prob must have shape ({n}, C) to match boxes, got {cls_prob.shape}")
         if not np.isfinite(cls_prob).all():
             raise FeatureStoreError(f"{where}: cls_prob contains NaN or inf")
+        if cls_prob.size and np.abs(cls_prob).max() > FLOAT16_MAX:
+            raise FeatureStoreError(f"{where}: cls_prob values exceed the float16 range")
         flags |= FLAG_CLS_PROB
         cls_dim = cls_prob.shape[1]
         parts.append(cls_prob.astype("<f2", copy=False))
