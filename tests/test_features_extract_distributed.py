@@ -67,3 +67,21 @@ def test_torchrun_two_processes_write_two_shards_read_as_one(tmp_path):
     assert single.written == 5
     for image_id in scenes:
         np.testing.assert_array_equal(reader[image_id].features, FeatureReader(tmp_path / "single")[image_id].features)
+
+
+def test_resume_with_a_different_world_size_skips_images_in_any_store(tmp_path, monkeypatch):
+    scenes = make_shape_images(tmp_path / "images", 5, np.random.default_rng(2))
+    write_boxes_json(tmp_path / "some.json", {k: scenes[k] for k in sorted(scenes)[:3]})
+    write_boxes_json(tmp_path / "all.json", scenes)
+    first = run_extraction(tmp_path / "images", tmp_path / "out", boxes_file=tmp_path / "some.json", progress=False)
+    assert first.written == 3  # a single process wrote OUTPUT itself
+    written = 0
+    for rank in (0, 1):  # then a 2-rank run, one rank after the other
+        monkeypatch.setenv("RANK", str(rank))
+        monkeypatch.setenv("WORLD_SIZE", "2")
+        result = run_extraction(tmp_path / "images", tmp_path / "out", boxes_file=tmp_path / "all.json", progress=False)
+        assert result.output.name == f"part-{rank}-of-2.lmdb"
+        written += result.written
+    assert written == 2
+    reader = FeatureReader(tmp_path / "out")
+    assert len(reader) == 5 and sorted(reader.image_ids()) == sorted(scenes)
