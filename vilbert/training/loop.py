@@ -56,6 +56,7 @@ class StepOutput:
     stats: dict[str, torch.Tensor] = field(default_factory=dict)  # name -> (2,) [sum, count], this rank
     grad_norm: torch.Tensor | None = None  # () global gradient norm before clipping (same on every rank)
     num_samples: int = 0         # samples this rank processed
+    lrs: list[float] = field(default_factory=list)  # each param group's lr used by this step
 
 
 def train_step(model: torch.nn.Module, micro_batches: Sequence[dict], objective, optimizer: torch.optim.Optimizer,
@@ -91,6 +92,7 @@ def train_step(model: torch.nn.Module, micro_batches: Sequence[dict], objective,
         grad_norm = torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
     else:
         grad_norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
+    lrs = [group["lr"] for group in optimizer.param_groups]
     precision.step(optimizer)
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
@@ -99,7 +101,7 @@ def train_step(model: torch.nn.Module, micro_batches: Sequence[dict], objective,
     num_samples = sum(_batch_size(batch) for batch in micro_batches)
     total = sum(w * terms_sum[k] for k, w in enumerate(weights))
     return StepOutput(terms=terms_sum, loss=total, stats=stats_sum,
-                      grad_norm=grad_norm.detach(), num_samples=num_samples)
+                      grad_norm=grad_norm.detach(), num_samples=num_samples, lrs=lrs)
 
 
 def _batch_size(batch: dict) -> int:

@@ -1,0 +1,305 @@
+"""Pretrain ViLBERT on Conceptual Captions (masked tokens, masked regions, image-caption alignment).
+
+One process:
+    python train_concap.py --file_path data/conceptual_caption --bert_model bert-base-uncased \
+        --from_pretrained bert-base-uncased --config_file config/bert_base_6layer_6conect.json \
+        --train_batch_size 512 --learning_rate 1e-4 --num_train_epochs 10 --save_name pretrain
+
+N GPUs on one machine (either launcher; --train_batch_size stays the global batch):
+    torchrun --nproc_per_node=8 train_concap.py ...
+    python -m torch.distributed.launch --nproc_per_node=8 train_concap.py ...
+
+Several machines (run on each, node_rank 0..N-1, the endpoint being node 0's address):
+    torchrun --nnodes=2 --nproc_per_node=8 --node_rank=$NODE_RANK \
+        --rdzv_backend=c10d --rdzv_endpoint=$MASTER_ADDR:29500 --rdzv_id=pretrain train_concap.py ...
+
+Outputs under <output_dir>/<save_name>/: checkpoints/step-N/ (save_pretrained + training state;
+`--resume auto` continues from the newest), logs/ (TensorBoard events and metrics.jsonl).
+The library does the work: vilbert.data.concap (samples), vilbert.training (everything else).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vilbert.data.concap import (ConcapPaths, ConceptualCaptionsDataset, MissingImagesError, SampleConfig,
+                                 make_loader)
+from vilbert.training import (EvalSampler, MetricMeter, Precision, PretrainingObjective, TrainingLogger,
+                              TrainSampler, barrier, batches_per_step, broadcast_object, build_optimizer, capture_rng_state,
+                              cleanup_distributed, evaluate, gather_objects, init_distributed, load_training_state,
+                              resolve_resume, restore_rng_state, save_checkpoint, to_device, train_step,
+                              unwrap_model, warmup_linear_schedule, wrap_model)
+from vilbert.training.optim import freeze_text_layers
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    data = p.add_argument_group("data")
+    data.add_argument("--file_path", default="data/conceptual_caption",
+                      help="folder with Train_GCC-training.tsv, Validation_GCC-1.1.0-Validation.tsv and features/")
+    data.add_argument("--train_captions", default=None, help="overrides FILE_PATH/Train_GCC-training.tsv")
+    data.add_argument("--val_captions", default=None, help="overrides FILE_PATH/Validation_GCC-1.1.0-Validation.tsv")
+    data.add_argument("--features", nargs="+", default=None,
+                      help="feature store(s) or folders of *.lmdb shards; overrides FILE_PATH/features")
+    data.add_argument("--cache_dir", default=None, help="tokenised-caption cache (default OUTPUT_DIR/cache)")
+    data.add_argument("--max_seq_length", type=int, default=36, help="tokens, [CLS] and [SEP] included")
+    data.add_argument("--max_region_num", type=int, default=37, help="region rows, the global region included")
+    data.add_argument("--visual_target", type=int, default=0, choices=(0, 1),
+                      help="masked regions: 0 = KL to the detector class distribution, 1 = feature regression")
+    data.add_argument("--mask_overlapping", action="store_true",
+                      help="also hide regions with IoU > 0.4 with a masked region (12-in-1's intent)")
+    data.add_argument("--num_workers", type=int, default=3, help="DataLoader worker processes per rank")
+
+    model = p.add_argument_group("model")
+    model.add_argument("--bert_model", default="bert-base-uncased", help="tokenizer: a BERT directory or hub name")
+    model.add_argument("--from_pretrained", default="",
+                       help="initial weights: a BERT directory, an original .bin, or our checkpoint ('' = random)")
+    model.add_argument("--config_file", default="config/bert_base_6layer_6conect.json")
+    model.add_argument("--freeze", type=int, default=-1, help="freeze the text embeddings and text layers 0..N")
+
+    train = p.add_argument_group("training")
+    train.add_argument("--train_batch_size", type=int, default=512, help="global batch over all ranks and accumulation")
+    train.add_argument("--eval_batch_size", type=int, default=None, help="per rank (default: the per-rank micro-batch)")
+    train.add_argument("--learning_rate", type=float, default=1e-4)
+    train.add_argument("--num_train_epochs", type=float, default=10.0)
+    train.add_argument("--max_steps", type=int, default=0, help="stop after this many steps (overrides the epochs)")
+    train.add_argument("--warmup_proportion", type=float, default=0.1)
+    train.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    train.add_argument("--weight_decay", type=float, default=0.01)
+    train.add_argument("--max_grad_norm", type=float, default=1.0)
+    train.add_argument("--img_weight", type=float, default=1.0, help="weight of the masked-region loss")
+    train.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default=None,
+                       help="default: bf16 on a GPU that supports it, fp32 otherwise")
+    train.add_argument("--fp16", action="store_true", help="alias of --precision fp16")
+    train.add_argument("--seed", type=int, default=42)
+    train.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda when available")
+
+    out = p.add_argument_group("output")
+    out.add_argument("--output_dir", default="save")
+    out.add_argument("--save_name", default="concap", help="run folder under OUTPUT_DIR")
+    out.add_argument("--resume", default=None, help="'auto' (newest checkpoint of this run, if any) or a checkpoint dir")
+    out.add_argument("--save_every", type=int, default=0, help="steps between checkpoints (0: each epoch end only)")
+    out.add_argument("--keep_last", type=int, default=3, help="checkpoints kept (0: all)")
+    out.add_argument("--log_every", type=int, default=50, help="steps between logged averages")
+    out.add_argument("--eval_every", type=int, default=0, help="steps between validation passes (0: each epoch end)")
+
+    # torch.distributed.launch passes --local-rank=N (older versions --local_rank N).
+    p.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=-1, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.fp16:
+        if args.precision not in (None, "fp16"):
+            p.error(f"--fp16 contradicts --precision {args.precision}")
+        args.precision = "fp16"
+    for name in ("gradient_accumulation_steps", "train_batch_size", "log_every"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be at least 1")
+    return args
+
+
+def load_tokenizer(bert_model: str):
+    try:
+        from vilbert.tokenization import load_tokenizer as load
+    except ImportError:  # the shared helper is not there: the fast tokenizer of the directory
+        from transformers import BertTokenizerFast as _Fast
+
+        load = _Fast.from_pretrained
+    return load(bert_model)
+
+
+def build_model(args, resume_dir: Path | None, log: TrainingLogger):
+    """The pretraining model and the names of its BERT-initialised parameters (trained at 0.1x lr)."""
+    from vilbert import ViLBertConfig, ViLBertForPretraining
+
+    if resume_dir is not None:  # weights (and config) from the checkpoint; the optimizer state follows
+        return ViLBertForPretraining.from_pretrained(resume_dir), None
+    config = ViLBertConfig.from_json_file(args.config_file)
+    config.visual_target = args.visual_target
+    config.img_weight = args.img_weight
+    if not args.from_pretrained:
+        return ViLBertForPretraining(config), []
+    model = ViLBertForPretraining.from_pretrained(args.from_pretrained, config=config)
+    report = model.load_report
+    log.info(report.summary())
+    return model, bert_initialised_names(model, report)
+
+
+def bert_initialised_names(model, report) -> list[str]:
+    """Our names of the parameters whose values came from a text-only BERT checkpoint, from the
+    load report (none when the source was a ViLBERT checkpoint: continuing pretraining keeps one
+    learning rate, as the originals)."""
+    if report is None or report.format != "huggingface-bert":
+        return []
+    from vilbert.convert import normalize_original_key, to_our_key
+
+    ours = {name for name, _ in model.named_parameters()}
+    names = {to_our_key(normalize_original_key(key)) for key in report.loaded}
+    return sorted(names & ours)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    dist = init_distributed(args.local_rank, args.device)
+    run_dir = Path(args.output_dir) / args.save_name
+    checkpoints_dir = run_dir / "checkpoints"
+    resume_dir = resolve_resume(args.resume, checkpoints_dir)
+    log = TrainingLogger(None, is_main=dist.is_main, progress_bar=False)  # messages until the real one exists
+
+    world = dist.world_size
+    accumulation = args.gradient_accumulation_steps
+    if args.train_batch_size % (world * accumulation):
+        raise SystemExit(f"--train_batch_size {args.train_batch_size} must be divisible by "
+                         f"{world} processes x {accumulation} accumulation steps")
+    micro_batch = args.train_batch_size // (world * accumulation)
+
+    # Data. Rank 0 tokenises first and fills the cache; the others then read it.
+    sample_config = SampleConfig(max_seq_length=args.max_seq_length, max_region_num=args.max_region_num,
+                                 visual_target=args.visual_target, mask_overlapping=args.mask_overlapping,
+                                 seed=args.seed)
+    paths = ConcapPaths.from_dir(args.file_path, args.train_captions, args.val_captions, args.features)
+    tokenizer = load_tokenizer(args.bert_model)
+    cache_dir = args.cache_dir or Path(args.output_dir) / "cache"
+    def build_datasets():
+        return [ConceptualCaptionsDataset(p, paths.features, tokenizer, sample_config, cache_dir)
+                for p in (paths.train_captions, paths.val_captions)]
+
+    datasets, error = None, None
+    if dist.is_main:
+        try:
+            datasets = build_datasets()
+        except (MissingImagesError, FileNotFoundError, ValueError) as exc:
+            error = str(exc)
+    error = broadcast_object(error, dist)  # also the barrier: the cache now exists
+    if error:
+        if dist.is_main:
+            print(f"train_concap.py: error: {error}", file=sys.stderr)
+        cleanup_distributed(dist)
+        return 2
+    if datasets is None:
+        datasets = build_datasets()
+    train_set, val_set = datasets
+
+    sampler = TrainSampler(len(train_set), args.train_batch_size, dist.rank, world, seed=args.seed)
+    pin = dist.device.type == "cuda"
+    train_loader = make_loader(train_set, sampler, micro_batch, args.num_workers, pin, seed=args.seed)
+    val_loader = make_loader(val_set, EvalSampler(len(val_set), dist.rank, world), args.eval_batch_size or micro_batch,
+                             args.num_workers, pin, seed=args.seed)
+    steps_per_epoch = sampler.steps_per_epoch
+    total_steps = args.max_steps or math.ceil(args.num_train_epochs * steps_per_epoch)
+
+    # Model, optimizer, schedule, precision.
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    state = load_training_state(resume_dir) if resume_dir is not None else None
+    model, bert_names = build_model(args, resume_dir, log)
+    if state is not None:
+        bert_names = list(state["bert_initialised_names"])
+    frozen = freeze_text_layers(model, args.freeze)
+    model.to(dist.device)
+    optimizer = build_optimizer(model, args.learning_rate, args.weight_decay, scaled_lr=bert_names)
+    scheduler = warmup_linear_schedule(optimizer, int(args.warmup_proportion * total_steps), total_steps)
+    precision = Precision.create(args.precision, dist.device)
+    model = wrap_model(model, dist)
+    objective = PretrainingObjective(args.img_weight)
+
+    step, epoch, step_in_epoch = 0, 0, 0
+    if state is not None:
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        precision.load_state_dict(state["scaler"])
+        step, epoch, step_in_epoch = state["global_step"], state["epoch"], state["step_in_epoch"]
+        rng_states = state["rng"]
+        if len(rng_states) == world:
+            restore_rng_state(rng_states[dist.rank])
+        else:
+            log.info(f"resuming on {world} processes from a run on {len(rng_states)}: fresh dropout RNG")
+            torch.manual_seed(args.seed + step)
+    # Each rank draws its own dropout masks (the data randomness is keyed by sample, not by rank).
+    if state is None:
+        torch.manual_seed(args.seed + dist.rank)
+
+    log = TrainingLogger(run_dir / "logs", is_main=dist.is_main, total_steps=total_steps, initial_step=step)
+    log.info(f"{len(train_set)} training and {len(val_set)} validation captions; {world} process(es) on "
+             f"{dist.device}, {precision.mode}; global batch {args.train_batch_size} = {world} x {accumulation} x "
+             f"{micro_batch}; {steps_per_epoch} steps/epoch, {total_steps} steps"
+             + (f"; resumed from {resume_dir} at step {step}" if resume_dir else "")
+             + (f"; {len(bert_names)} BERT-initialised tensors at 0.1x lr" if bert_names else "")
+             + (f"; {len(frozen)} tensors frozen" if frozen else ""))
+
+    def validate():
+        metrics = evaluate(model, val_loader, objective, precision, dist)
+        log.scalars(step, {f"val/{k}": v for k, v in metrics.items()})
+        log.info(f"step {step} validation: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
+        return metrics
+
+    def save(epoch_of_next: int, step_in_next: int):
+        rng = gather_objects(capture_rng_state(), dist)
+        if dist.is_main:
+            training_state = {
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": precision.state_dict(), "rng": rng, "epoch": epoch_of_next,
+                "step_in_epoch": step_in_next, "bert_initialised_names": list(bert_names or []),
+                "world_size": world, "args": {k: v for k, v in vars(args).items()},
+            }
+            path = save_checkpoint(checkpoints_dir, step, model, training_state, args.keep_last)
+            log.info(f"saved {path}")
+        barrier(dist)
+
+    meter = MetricMeter(objective.names, dist.device)
+    last_saved = step
+    if step_in_epoch >= steps_per_epoch:  # saved at the very end of an epoch
+        epoch, step_in_epoch = epoch + 1, 0
+    while step < total_steps:
+        sampler.set_epoch(epoch, step_in_epoch)
+        for micro_batches in batches_per_step(train_loader, accumulation):
+            micro_batches = [to_device(batch, dist.device) for batch in micro_batches]
+            out = train_step(model, micro_batches, objective, optimizer, scheduler, precision, dist,
+                             args.max_grad_norm)
+            meter.update(out)
+            step += 1
+            step_in_epoch += 1
+            end_of_epoch = step_in_epoch == steps_per_epoch
+            if step % args.log_every == 0 or step == total_steps:
+                values = meter.compute(dist, objective.weights, prefix="train/")
+                values["train/lr"] = max(out.lrs)  # groups: the base lr, and 0.1x for BERT weights
+                if bert_names:
+                    values["train/lr_bert"] = min(out.lrs)
+                log.scalars(step, values)
+                log.progress(step, {"loss": values["train/loss"]})
+            else:
+                log.progress(step)
+            if args.eval_every and step % args.eval_every == 0 and not end_of_epoch:
+                validate()
+            if args.save_every and step % args.save_every == 0 and not end_of_epoch and step < total_steps:
+                save(epoch, step_in_epoch)
+                last_saved = step
+            if step >= total_steps:
+                break
+        if step_in_epoch == steps_per_epoch:
+            summary = train_set.missing_summary()
+            if summary:
+                log.info(f"epoch {epoch}: {summary}")
+            validate()
+            epoch, step_in_epoch = epoch + 1, 0
+            save(epoch, 0)
+            last_saved = step
+    if last_saved != step:
+        summary = train_set.missing_summary()
+        if summary:
+            log.info(f"epoch {epoch} (stopped at step {step}): {summary}")
+        validate()
+        save(epoch, step_in_epoch)
+    log.close()
+    cleanup_distributed(dist)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
