@@ -99,3 +99,26 @@ def test_questions_need_the_picture(seed):
 def test_question_template_masks_attributes():
     assert question_template("Is the small red circle to the left of the stars?") == \
         "is the <size> <color> <shape> to the left of the <shape>"
+
+
+def test_cli_dispatches_run_to_the_pipeline(monkeypatch):
+    import sys
+    import types
+
+    from vilbert.demo.__main__ import main
+
+    seen = []
+    fake = types.ModuleType("vilbert.demo.pipeline")
+    fake.main = lambda argv: seen.append(argv) or 0
+    monkeypatch.setitem(sys.modules, "vilbert.demo.pipeline", fake)
+    assert main(["run", "--data", "x", "--output", "y"]) == 0
+    assert seen == [["--data", "x", "--output", "y"]]
+
+
+def test_cli_make_world_errors_are_one_line(tmp_path, capsys):
+    from vilbert.demo.__main__ import main
+
+    (tmp_path / "CHANCE.json").write_text("{}")
+    assert main(["make-world", "--output", str(tmp_path), "--no-features"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "--overwrite" in err and "\n" not in err

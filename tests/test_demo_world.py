@@ -203,7 +203,7 @@ def test_refcoco_files_have_the_refer_toolkit_layout(world):
     assert raw[:2] == b"\x80\x02"  # pickle protocol 2, as the toolkit's file
     refs = safe_load(raw)
     instances = _load(folder / "instances.json")
-    assert set(instances) == {"images", "annotations", "categories"}
+    assert set(instances) == {"info", "licenses", "images", "annotations", "categories"}
     assert [c["id"] for c in instances["categories"]] == list(range(1, NUM_CLASSES))
     anns = {a["id"]: a for a in instances["annotations"]}
     images = {im["id"]: im for im in instances["images"]}
@@ -216,7 +216,7 @@ def test_refcoco_files_have_the_refer_toolkit_layout(world):
     assert {r["split"] for r in refs} == {"train", "val", "testA", "testB"}
     sent_ids = []
     for r in refs:
-        assert set(r) == {"ref_id", "ann_id", "image_id", "category_id", "split", "sent_ids", "sentences"}
+        assert set(r) == {"ref_id", "ann_id", "image_id", "category_id", "split", "sent_ids", "file_name", "sentences"}
         assert anns[r["ann_id"]]["image_id"] == r["image_id"] and anns[r["ann_id"]]["category_id"] == r["category_id"]
         assert r["sent_ids"] == [s["sent_id"] for s in r["sentences"]] and len(r["sentences"]) >= 1
         for s in r["sentences"]:

@@ -10,8 +10,13 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "run":
         # The demo pipeline parses its own flags (and its own --help).
-        from vilbert.demo.pipeline import main as run_pipeline
-
+        try:
+            from vilbert.demo.pipeline import main as run_pipeline
+        except ModuleNotFoundError as exc:
+            if exc.name != "vilbert.demo.pipeline":
+                raise
+            print("error: the demo pipeline (vilbert/demo/pipeline.py) is not installed", file=sys.stderr)
+            return 2
         return run_pipeline(argv[1:]) or 0
 
     parser = argparse.ArgumentParser(prog="python -m vilbert.demo", description=__doc__)

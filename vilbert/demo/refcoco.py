@@ -2,8 +2,8 @@
 
 `refcoco+/refs(unc).p`: a pickle (protocol 2, as the toolkit's file) of a list of refs
   {"ref_id", "ann_id", "image_id", "category_id", "split" (train/val/testA/testB), "sent_ids",
-   "sentences": [{"tokens", "raw", "sent_id", "sent"}]}
-`refcoco+/instances.json`: COCO-style {"images": [{"id", "file_name", "height", "width"}],
+   "file_name", "sentences": [{"tokens", "raw", "sent_id", "sent"}]}
+`refcoco+/instances.json`: COCO-style {"info", "licenses", "images": [{"id", "file_name", "height", "width"}],
   "annotations": [{"id", "image_id", "category_id", "bbox" [x, y, w, h], "area", "iscrowd",
   "segmentation"}], "categories": [{"id", "name", "supercategory"}]}
 
@@ -103,6 +103,7 @@ def build_refcoco(rng: np.random.Generator, scenes_by_split: dict, image_ids_by_
                 refs.append(
                     {
                         "sent_ids": [s["sent_id"] for s in sentences],
+                        "file_name": f"{image_id}_{ann_ids[index]}.png",
                         "ann_id": ann_ids[index],
                         "ref_id": ref_id,
                         "image_id": image_id,
@@ -116,4 +117,7 @@ def build_refcoco(rng: np.random.Generator, scenes_by_split: dict, image_ids_by_
     categories = [
         {"id": cid, "name": names[cid], "supercategory": names[cid].split()[1]} for cid in range(1, len(names))
     ]
-    return refs, {"images": images, "annotations": annotations, "categories": categories}
+    info = {"description": "ViLBERT demo world: synthetic RefCOCO+-format expressions (not RefCOCO+)",
+            "version": "1.0", "year": 2019, "date_created": "2019-01-01 00:00:00"}
+    instances = {"info": info, "licenses": [], "images": images, "annotations": annotations, "categories": categories}
+    return refs, instances
