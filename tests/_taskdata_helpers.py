@@ -51,9 +51,9 @@ def write_tasks(path: Path, entries: dict) -> Path:
 
 
 def load_test_tokenizer(minilm_dir):
-    from transformers import BertTokenizerFast
+    from vilbert.tokenization import load_tokenizer
 
-    return BertTokenizerFast.from_pretrained(str(minilm_dir))
+    return load_tokenizer(minilm_dir)
 
 
 def vqa_world(root: Path, answers_by_question: dict | None = None) -> Path:

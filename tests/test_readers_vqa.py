@@ -71,7 +71,7 @@ def test_vqa_splits_as_the_originals(tmp_path, tokenizer, monkeypatch):
         VQADataset(config, "testdev", tokenizer)
 
 
-def test_vqa_token_cache_is_keyed_by_content(tmp_path, tokenizer):
+def test_vqa_token_cache_is_keyed_by_content(tmp_path, tokenizer, minilm_dir):
     dataroot = vqa_world(tmp_path)
     config = _config(tmp_path)
     VQADataset(config, "val", tokenizer, min_answer_count=2)
@@ -91,6 +91,12 @@ def test_vqa_token_cache_is_keyed_by_content(tmp_path, tokenizer):
     fresh = VQADataset(config, "val", tokenizer)
     assert fresh[0]["input_ids"][1] != 999
     assert len(list((dataroot / "cache").glob("vqa_val_*.npz"))) == 2
+    # So does another tokenizer setting (same vocabulary, no lower-casing), and another length.
+    from vilbert.tokenization import load_tokenizer
+
+    VQADataset(config, "val", load_tokenizer(minilm_dir, do_lower_case=False))
+    VQADataset(_config(tmp_path, max_seq_length=10), "val", tokenizer)
+    assert len(list((dataroot / "cache").glob("vqa_val_*.npz"))) == 4
 
 
 def test_vqa_missing_files_are_named(tmp_path, tokenizer):

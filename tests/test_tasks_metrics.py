@@ -148,3 +148,36 @@ def test_retrieval_evaluator_ranks_pairs_in_image_major_order():
     records = evaluator.results()
     assert [r["rank"] for r in records] == [1, 1, 2]
     assert records[2] == {"caption_index": 2, "caption": "c2", "image_id": "b", "rank": 2, "top_image_ids": ["a", "b"]}
+
+
+class _Questions:
+    """A picklable stand-in VQA dataset of 5 questions (for the spawned ranks below)."""
+
+    question_ids = np.arange(10, 15)
+    label2ans = ["yes", "no"]
+
+    def __len__(self):
+        return 5
+
+
+def _sync_rank(rank, world_size, init_file, out_file):
+    torch.distributed.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    evaluator = VQAEvaluator(_Questions())
+    target = torch.tensor([[1.0, 0], [0, 1], [0.3, 0.6], [1, 0], [0, 0.9]])
+    logits = torch.tensor([[1.0, 0], [1, 0], [0, 1], [1, 0], [0, 1]])  # scores 1, 0, 0.6, 1, 0.9
+    # A DistributedSampler's split of 5 items over 2 ranks: rank 1 gets item 0 again as padding.
+    index = torch.tensor([[0, 2, 4], [1, 3, 0]][rank])
+    evaluator.update(logits[index], {"index": index, "target": target[index]})
+    evaluator.sync()
+    if rank == 0:
+        torch.save({"metrics": evaluator.compute(), "results": evaluator.results()}, out_file)
+    torch.distributed.destroy_process_group()
+
+
+def test_evaluator_sync_counts_each_item_once_across_ranks(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_sync_rank, args=(2, str(tmp_path / "init"), str(tmp_path / "out.pt")), nprocs=2)
+    out = torch.load(tmp_path / "out.pt")
+    assert out["metrics"] == {"accuracy": pytest.approx((1 + 0 + 0.6 + 1 + 0.9) / 5 * 100)}
+    assert [r["question_id"] for r in out["results"]] == [10, 11, 12, 13, 14]

@@ -45,10 +45,11 @@ def tokenizer_digest(tokenizer) -> str:
     if id(tokenizer) not in _TOKENIZER_DIGESTS:
         vocab = sorted(tokenizer.get_vocab().items())
         lower = getattr(tokenizer, "do_lower_case", None)
-        if lower is None and hasattr(tokenizer, "backend_tokenizer"):
-            # A fast tokenizer keeps its casing in the normaliser settings.
-            lower = json.loads(tokenizer.backend_tokenizer.normalizer.__getstate__() or b"{}").get("lowercase")
-        text = json.dumps([type(tokenizer).__name__, lower, vocab], ensure_ascii=False)
+        normalizer = None
+        if getattr(tokenizer, "backend_tokenizer", None) is not None and tokenizer.backend_tokenizer.normalizer:
+            # A fast tokenizer applies casing and accent stripping in its normaliser.
+            normalizer = tokenizer.backend_tokenizer.normalizer.__getstate__().decode()
+        text = json.dumps([type(tokenizer).__name__, lower, normalizer, vocab], ensure_ascii=False)
         _TOKENIZER_DIGESTS[id(tokenizer)] = hashlib.sha256(text.encode()).hexdigest()
     return _TOKENIZER_DIGESTS[id(tokenizer)]
 
