@@ -32,6 +32,8 @@ IMAGE_KEYS = ("image_feat", "image_loc", "image_attention_mask")
 _LONG_KEYS = set(TEXT_KEYS) | {"image_attention_mask"}
 # Per-sample dimensions of the image arrays when an item has a single image.
 _IMAGE_DIMS = {"image_feat": 2, "image_loc": 2, "image_attention_mask": 1}
+# What ViLBertForVLTasks.forward takes (by keyword); the other batch entries are targets and ids.
+MODEL_INPUT_KEYS = ("input_ids", "image_feat", "image_loc", "token_type_ids", "attention_mask", "image_attention_mask")
 
 
 def encode_text(
@@ -57,7 +59,7 @@ def encode_text(
         encoded = tokenizer(
             list(texts[start:stop]),
             list(pairs[start:stop]) if pairs is not None else None,
-            truncation="longest_first" if pairs is not None else True,
+            truncation="longest_first",
             max_length=max_length,
             padding="max_length",
             return_token_type_ids=True,
@@ -102,6 +104,16 @@ def collate(samples: list[dict]) -> dict[str, torch.Tensor]:
             else:  # one image per item, shared by its options: (B, R, ...) -> (B*O, R, ...)
                 batch[key] = batch[key].repeat_interleave(num_options, dim=0)
     return batch
+
+
+def model_inputs(batch: dict) -> dict:
+    """The batch entries ViLBertForVLTasks.forward takes, by keyword: `model(**model_inputs(batch))`."""
+    return {key: batch[key] for key in MODEL_INPUT_KEYS}
+
+
+def to_device(batch: dict, device) -> dict:
+    """Move every tensor of a batch to `device` (non-blocking from pinned memory)."""
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 def make_loader(
@@ -189,15 +201,3 @@ class TaskDataset(Dataset):
             raise MissingImageError(f"{self.config.describe()}, split {self.split}: {exc}") from None
         return pad_regions(item, self.max_region_num, gt_item=gt_item)
 
-
-MODEL_INPUT_KEYS = ("input_ids", "image_feat", "image_loc", "token_type_ids", "attention_mask", "image_attention_mask")
-
-
-def model_inputs(batch: dict) -> dict:
-    """The batch entries ViLBertForVLTasks.forward takes, by keyword: `model(**model_inputs(batch))`."""
-    return {key: batch[key] for key in MODEL_INPUT_KEYS}
-
-
-def to_device(batch: dict, device) -> dict:
-    """Move every tensor of a batch to `device` (non-blocking from pinned memory)."""
-    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
