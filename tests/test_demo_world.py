@@ -80,9 +80,12 @@ def test_another_seed_gives_other_files(world, tmp_path):
         assert (world / name).read_bytes() != (other / name).read_bytes(), name
 
 
-def test_refuses_to_overwrite_without_flag(world):
+def test_keeps_the_same_world_and_refuses_another_without_overwrite(world):
+    before = {name: path.stat().st_mtime_ns for name, path in _files(world).items()}
+    info = make_world(world, seed=0, size=TINY, say=_quiet)  # the same world: nothing to do
+    assert info["seed"] == 0 and {n: p.stat().st_mtime_ns for n, p in _files(world).items()} == before
     with pytest.raises(FileExistsError, match="--overwrite"):
-        make_world(world, seed=0, size=TINY, extract=False, say=_quiet)
+        make_world(world, seed=1, size=TINY, extract=False, say=_quiet)
 
 
 def _load(path: Path):

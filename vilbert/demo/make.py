@@ -164,10 +164,10 @@ class _Pictures:
         self.scenes: dict[str, dict] = {}
         images_dir.mkdir(parents=True, exist_ok=True)
 
-    def add(self, key, scene: Scene, filename: str | None = None) -> np.ndarray:
+    def add(self, key, scene: Scene) -> np.ndarray:
         """Render and record one picture; returns the ground-truth posteriors (n, NUM_CLASSES)."""
         key = str(key)
-        render(scene).save(self.images_dir / (filename or f"{key}.png"), format="PNG")
+        render(scene).save(self.images_dir / f"{key}.png", format="PNG")
         posteriors = ground_truth_posteriors(self.rng, scene)
         self.gt[key] = {"boxes": scene.boxes().tolist(), "cls_prob": np.round(posteriors, 5).tolist()}
         if self.with_detections:
@@ -330,6 +330,13 @@ def _make_flickr(root: Path, size: WorldSize, seed: int, flickr_ids: list[int], 
     return {"counts": counts, "jobs": [(pictures.images_dir, folder / "boxes.json", folder / "features" / "regions.lmdb")]}
 
 
+def _read_world_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return None
+
+
 def tasks_yaml() -> str:
     return TASKS_HEADER + yaml.safe_dump(TASKS, sort_keys=False, default_flow_style=False)
 
@@ -338,6 +345,8 @@ def make_world(output, seed: int = 0, size: str | WorldSize = "small", overwrite
                extract: bool = True, progress: bool = False, say=print) -> dict:
     """Write the demo world to `output` (see the module docstring); returns world.json's content.
 
+    If `output` already holds the same complete world (same seed, sizes and generator version),
+    nothing is written; any other content of ours there is an error unless `overwrite`.
     `extract=False` writes pictures, annotations and boxes files but no feature stores (the
     extraction commands are then in docs/DEMO.md)."""
     started = time.perf_counter()
@@ -347,7 +356,15 @@ def make_world(output, seed: int = 0, size: str | WorldSize = "small", overwrite
         raise ValueError(f"--size must be one of {', '.join(WORLD_SIZES)}, not {size!r}")
     present = [name for name in ENTRIES if (root / name).exists()]
     if present and not overwrite:
-        raise FileExistsError(f"{root} already holds a demo world ({', '.join(present)}); pass --overwrite to replace it")
+        # world.json is written last, so its presence means a complete world: the same one is
+        # kept as it is; anything else (another seed or size, an interrupted run) needs --overwrite.
+        existing = _read_world_json(root / "world.json")
+        if existing is not None and existing.get("seed") == seed and existing.get("sizes") == asdict(world_size) \
+                and existing.get("generator_version") == GENERATOR_VERSION and (existing.get("features") is not None or not extract):
+            say(f"{root} already holds this demo world (seed {seed}); nothing to do")
+            return existing
+        what = "another or an incomplete demo world" if existing is None or existing.get("seed") != seed else "another demo world"
+        raise FileExistsError(f"{root} already holds {what} ({', '.join(present)}); pass --overwrite to replace it")
     for name in present:
         path = root / name
         shutil.rmtree(path) if path.is_dir() else path.unlink()

@@ -276,7 +276,8 @@ def ground_truth_posteriors(rng: np.random.Generator, scene: Scene) -> np.ndarra
     return np.array(rows, dtype=np.float64).reshape(-1, NUM_CLASSES)
 
 
-def _jitter_box(rng, box, scale, width, height):
+def _jitter_box(rng, box, scale, width, height) -> np.ndarray:
+    """Move each edge of `box` by a normal step of `scale` times the box side; stays in the picture."""
     x1, y1, x2, y2 = box
     w, h = x2 - x1, y2 - y1
     d = rng.normal(0.0, scale, size=4) * np.array([w, h, w, h])
@@ -318,9 +319,9 @@ def detections(rng: np.random.Generator, scene: Scene) -> tuple[np.ndarray, np.n
         if len(scene.objects) >= 2 and rng.random() < 0.4:
             # A box around two objects: both classes in view, neither well covered.
             i, j = rng.choice(len(scene.objects), size=2, replace=False)
-            span = np.concatenate([truth[i, :2].reshape(1, 2), truth[j, :2].reshape(1, 2)]).min(axis=0)
-            end = np.concatenate([truth[i, 2:].reshape(1, 2), truth[j, 2:].reshape(1, 2)]).max(axis=0)
-            boxes.append(np.round(np.concatenate([span, end]), 1))
+            corner_min = np.minimum(truth[i, :2], truth[j, :2])
+            corner_max = np.maximum(truth[i, 2:], truth[j, 2:])
+            boxes.append(np.round(np.concatenate([corner_min, corner_max]), 1))
             cids = [(scene.objects[i].class_id, 0.4), (scene.objects[j].class_id, 0.4), (0, 0.2)]
             posteriors.append(class_posterior(rng, cids, rng.uniform(3.0, 5.0)))
         else:
