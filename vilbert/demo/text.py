@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .world import COLOURS, QUADRANTS, SHAPE_PLURALS, SHAPES, SIZES, Scene, SceneObject
+from .world import COLOURS, QUADRANTS, SHAPE_PLURALS, SHAPES, Scene, SceneObject
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six")
 
@@ -106,21 +106,3 @@ def to_sentence(caption: str) -> str:
     """'a red circle' -> 'A red circle.' (Flickr30k captions are sentences; CC's are lower case)."""
     return caption[0].upper() + caption[1:] + "."
 
-
-__all__ = [
-    "NAMINGS_ANY",
-    "NAMINGS_WITHOUT_COLOUR",
-    "NAMINGS_WITHOUT_SHAPE",
-    "NUMBER_WORDS",
-    "QUADRANTS",
-    "SIZES",
-    "above",
-    "article",
-    "caption_templates",
-    "join_list",
-    "left_of",
-    "matches",
-    "naming",
-    "phrase",
-    "to_sentence",
-]
