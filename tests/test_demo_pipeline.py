@@ -1,0 +1,41 @@
+"""`python -m vilbert.demo run` end to end on a tiny world with a tiny model (--smoke schedules):
+every stage runs its real script, the report files are written, and a second run reuses what exists."""
+
+import json
+import subprocess
+import sys
+
+from _scripts_helpers import REPO, env, make_tiny_world, tiny_config
+
+
+def test_demo_pipeline_smoke(tmp_path, minilm_dir):
+    world = make_tiny_world(tmp_path)
+    config = tiny_config(tmp_path / "tiny.json")
+    out = tmp_path / "results"
+    cmd = [sys.executable, "-m", "vilbert.demo", "run", "--data", str(world), "--output", str(out), "--smoke",
+           "--config_file", str(config), "--bert_model", str(minilm_dir), "--from_pretrained", ""]
+    result = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+    for stage in ("pretrain", "zero-shot", "finetune-1", "finetune-6-7", "finetune-9", "finetune-11",
+                  "eval-1", "eval-6", "eval-7", "eval-9", "eval-11"):
+        assert f"[{stage}] done" in result.stdout, stage
+    assert "[make-world]" in result.stdout and "kept" in result.stdout  # the world was there already
+    report = json.loads((out / "results.json").read_text())
+    rows = {(r["task"], r["metric"]): r for r in report["rows"]}
+    for key in [("VQA", "accuracy"), ("VCR_Q-A", "q2a"), ("VCR_QA-R", "qa2r"), ("VCR_Q-A", "q2ar"),
+                ("refcoco+", "accuracy"), ("RetrievalFlickr30k", "R@1"), ("RetrievalFlickr30k_zero_shot", "R@1")]:
+        assert rows[key]["result"] is not None and 0 <= rows[key]["result"] <= 100, key
+        assert rows[key]["chance"] is not None, key
+    assert rows[("RetrievalFlickr30k_zero_shot", "R@1")]["target"] == ">= 125 (5x chance)"  # 4 pictures: 25%
+    table = (out / "results.md").read_text()
+    assert "| VQA (minval) | accuracy | " in table and "| zero-shot retrieval R@1 (test) | R@1 |" in table
+    for picture in ("training_curves.png", "grounding.png"):
+        assert (out / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # A second run keeps every finished stage and only writes the report again.
+    again = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert " done in " not in again.stdout
+    assert again.stdout.count("exists: kept") == 11  # pretrain, zero-shot, 4 finetunes, 5 evaluations
+    assert (out / "results.md").read_text() == table

@@ -1,0 +1,271 @@
+"""Finetune ViLBERT on one or several tasks of the task registry (VQA, VCR, RefCOCO+, retrieval).
+
+One process (task ids from vlbert_tasks.yml; "-" separates ids, as the originals: 6-7 = VCR Q->A
+and QA->R together):
+    python train_tasks.py --bert_model bert-base-uncased --from_pretrained save/pretrain/checkpoints/step-N \
+        --config_file config/bert_base_6layer_6conect.json --learning_rate 4e-5 --tasks 1 --save_name pretrained
+
+N GPUs (either launcher; each task's batch_size in the YAML stays the global batch):
+    torchrun --nproc_per_node=8 train_tasks.py ...
+    python -m torch.distributed.launch --nproc_per_node=8 --nnodes=1 --node_rank=0 train_tasks.py ...
+
+Several tasks in one run take turns, each at the pace of its own schedule (its num_epoch), with its
+loss scaled by its lr / the smallest lr; each is evaluated on its val_split at the end of each of
+its epochs. Outputs under <output_dir>/<task names>_<save_name>/: best/<task name>/ (the weights
+that scored best on that task, for eval_tasks.py --from_pretrained), checkpoints/step-N/ (for
+--resume auto), logs/ (TensorBoard, metrics.jsonl), val_metrics.json (best metrics per task).
+The library does the work: vilbert.finetune, vilbert.tasks, vilbert.training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+import torch
+
+from vilbert.finetune import (SetupError, TaskRun, build_datasets, build_on_main_first, classifier_labels,
+                              evaluate_task, fail, load_task_model, load_tasks, metrics_table, next_task,
+                              primary_metric, run_directory, save_best, task_head_learning_rates, write_metrics)
+from vilbert.training import (MetricMeter, Precision, TrainingLogger, barrier, build_optimizer, capture_rng_state,
+                              cleanup_distributed, gather_objects, init_distributed, load_training_state,
+                              resolve_resume, restore_rng_state, save_checkpoint, to_device, train_step, unwrap_model,
+                              warmup_linear_schedule, wrap_model)
+from vilbert.training.optim import freeze_text_layers
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    tasks = p.add_argument_group("tasks")
+    tasks.add_argument("--tasks", default="1", help="task ids of the tasks file: '1', '6-7' (ids separated by - or ,)")
+    tasks.add_argument("--tasks_config", default="vlbert_tasks.yml", help="the tasks file (YAML)")
+    tasks.add_argument("--num_workers", type=int, default=3, help="DataLoader worker processes per task and rank")
+
+    model = p.add_argument_group("model")
+    model.add_argument("--bert_model", default="bert-base-uncased", help="tokenizer: a BERT directory or hub name")
+    model.add_argument("--from_pretrained", default="",
+                       help="initial weights: our checkpoint dir, a BERT directory, an original .bin/.tar ('' = random)")
+    model.add_argument("--config_file", default="config/bert_base_6layer_6conect.json",
+                       help="model config (our checkpoint dirs use their own)")
+    model.add_argument("--freeze", type=int, default=-1, help="freeze the text embeddings and text layers 0..N")
+    model.add_argument("--task_specific_tokens", action="store_true", help="12-in-1's learned task token after [CLS]")
+
+    train = p.add_argument_group("training")
+    train.add_argument("--learning_rate", type=float, default=2e-5, help="lr of the model body")
+    train.add_argument("--head_learning_rate", type=float, default=1e-4, help="lr of the task heads (REFERENCE: 1e-4)")
+    train.add_argument("--num_train_epochs", type=float, default=None, help="epochs of every task (default: each task's num_epoch)")
+    train.add_argument("--train_batch_size", type=int, default=None,
+                       help="global batch of every task (default: each task's batch_size)")
+    train.add_argument("--eval_batch_size", type=int, default=None, help="per process (default: each task's eval_batch_size)")
+    train.add_argument("--max_steps", type=int, default=0, help="stop after this many optimizer steps in all (0: no limit)")
+    train.add_argument("--warmup_proportion", type=float, default=0.1)
+    train.add_argument("--lr_scheduler", choices=("warmup_linear",), default="warmup_linear")
+    train.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    train.add_argument("--weight_decay", type=float, default=0.01)
+    train.add_argument("--max_grad_norm", type=float, default=1.0)
+    train.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default=None,
+                       help="default: bf16 on a GPU that supports it, fp32 otherwise")
+    train.add_argument("--fp16", action="store_true", help="alias of --precision fp16")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda when available")
+    train.add_argument("--train_iter_gap", type=int, default=4,
+                       help="accepted for the originals' command lines; unused (every task trains to its own schedule)")
+
+    out = p.add_argument_group("output")
+    out.add_argument("--output_dir", default="save")
+    out.add_argument("--save_name", default="", help="suffix of the run folder <task names>_<save_name>")
+    out.add_argument("--resume", default=None, help="'auto' (newest checkpoint of this run, if any) or a checkpoint dir")
+    out.add_argument("--save_every", type=int, default=0,
+                     help="steps between resumable checkpoints (0: whenever a task ends an epoch; -1: only at the end)")
+    out.add_argument("--keep_last", type=int, default=2, help="resumable checkpoints kept (0: all)")
+    out.add_argument("--log_every", type=int, default=20, help="steps between logged training averages")
+    out.add_argument("--eval_every", type=int, default=0,
+                     help="steps between extra evaluations of every task (0: only at each task's epoch ends)")
+
+    # torch.distributed.launch passes --local-rank=N (older versions --local_rank N).
+    p.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=-1, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.fp16:
+        if args.precision not in (None, "fp16"):
+            p.error(f"--fp16 contradicts --precision {args.precision}")
+        args.precision = "fp16"
+    for name in ("gradient_accumulation_steps", "log_every"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be at least 1")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    dist = init_distributed(args.local_rank, args.device)
+    try:
+        return train(args, dist)
+    except SetupError as exc:
+        return fail("train_tasks.py", str(exc), dist)
+    finally:
+        cleanup_distributed(dist)
+
+
+def train(args, dist) -> int:
+    from vilbert.model import ViLBertForVLTasks
+    from vilbert.tokenization import load_tokenizer
+
+    tasks = load_tasks(args.tasks, args.tasks_config)
+    run_dir = run_directory(args.output_dir, tasks, args.save_name)
+    checkpoints_dir = run_dir / "checkpoints"
+    try:
+        resume_dir = resolve_resume(args.resume, checkpoints_dir)
+    except FileNotFoundError as exc:
+        raise SetupError(str(exc)) from None
+    log = TrainingLogger(None, is_main=dist.is_main, progress_bar=False)  # messages until the real one exists
+
+    # Data. Rank 0 tokenises first and fills the caches (and VQA's answer vocabulary).
+    tokenizer = load_tokenizer(args.bert_model)
+    train_sets, val_sets = build_on_main_first(
+        lambda: (build_datasets(tasks, tokenizer, "train"), build_datasets(tasks, tokenizer, "val")), dist)
+
+    # Model.
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    state = load_training_state(resume_dir) if resume_dir is not None else None
+    source = str(resume_dir) if resume_dir is not None else args.from_pretrained
+    model = load_task_model(ViLBertForVLTasks, source, args.config_file, num_labels=classifier_labels(tasks, train_sets),
+                            task_specific_tokens=args.task_specific_tokens, log=log.info)
+    frozen = freeze_text_layers(model, args.freeze)
+    model.to(dist.device)
+
+    runs = [TaskRun(task, train_sets[task_id], val_sets[task_id],
+                    global_batch=args.train_batch_size or task.config.batch_size,
+                    accumulation=args.gradient_accumulation_steps,
+                    num_epochs=args.num_train_epochs or task.config.num_epoch, dist=dist,
+                    num_workers=args.num_workers, seed=args.seed, eval_batch_size=args.eval_batch_size,
+                    task_tokens=model.config.task_specific_tokens)
+            for task_id, task in tasks.items()]
+    total_steps = sum(run.total_steps for run in runs)
+    if args.max_steps:
+        total_steps = min(total_steps, args.max_steps)
+
+    head_lrs = task_head_learning_rates(model, args.head_learning_rate)
+    optimizer = build_optimizer(model, args.learning_rate, args.weight_decay, lr_by_prefix=head_lrs)
+    scheduler = warmup_linear_schedule(optimizer, int(args.warmup_proportion * total_steps), total_steps)
+    precision = Precision.create(args.precision, dist.device)
+    # Each step runs one task's head: the other heads get no gradient, which DDP must be told.
+    model = wrap_model(model, dist, find_unused_parameters=dist.is_distributed)
+
+    step = 0
+    if state is not None:
+        if list(state["task_ids"]) != list(tasks):
+            raise SetupError(f"--resume {resume_dir}: that run trained tasks {list(state['task_ids'])}, not {list(tasks)}")
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        precision.load_state_dict(state["scaler"])
+        for run in runs:
+            run.load_state_dict(state["tasks"][str(run.task.id)])
+        step = int(state["global_step"])
+        if len(state["rng"]) == dist.world_size:
+            restore_rng_state(state["rng"][dist.rank])
+        else:
+            log.info(f"resuming on {dist.world_size} processes from a run on {len(state['rng'])}: fresh dropout RNG")
+            torch.manual_seed(args.seed + step + dist.rank)
+    else:
+        torch.manual_seed(args.seed + dist.rank)  # each rank draws its own dropout masks
+
+    log = TrainingLogger(run_dir / "logs", is_main=dist.is_main, total_steps=total_steps, initial_step=step)
+    for run in runs:
+        log.info(f"task {run.task.id} {run.task.name}: {len(run.train_set)} training items ({run.task.config.train_split}), "
+                 f"{len(run.val_set)} validation items ({run.task.config.val_split}); global batch "
+                 f"{run.sampler.global_batch_size} = {dist.world_size} x {run.accumulation} x {run.micro_batch}; "
+                 f"{run.steps_per_epoch} steps/epoch x {run.num_epochs:g} epochs; loss scale {run.task.loss_scale:g}")
+    log.info(f"{total_steps} steps in all on {dist.world_size} process(es), {dist.device}, {precision.mode}; "
+             f"lr {args.learning_rate:g} (heads {args.head_learning_rate:g})"
+             + (f"; resumed from {resume_dir} at step {step}" if resume_dir else "")
+             + (f"; {len(frozen)} tensors frozen" if frozen else ""))
+
+    model_config = unwrap_model(model).config
+
+    def evaluate(run: TaskRun) -> None:
+        task = run.task
+        evaluator = evaluate_task(model, task, run.val_set, run.val_loader, precision, dist,
+                                  task_tokens=model_config.task_specific_tokens,
+                                  batch_size=args.eval_batch_size or task.config.eval_batch_size)
+        metrics = evaluator.compute()
+        run.evaluated_at = run.steps_done
+        log.scalars(step, {f"val/{task.name}/{name}": value for name, value in metrics.items()})
+        metric = primary_metric(task)
+        value = metrics.get(metric, float("-inf"))
+        improved = not run.best or value > run.best["value"]
+        log.info(f"step {step} {task.name} {task.config.val_split} (epoch {run.epoch + run.step_in_epoch / run.steps_per_epoch:.2f}): "
+                 + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()) + (" (best)" if improved else ""))
+        if improved:
+            run.best = {"metric": metric, "value": value, "step": step, "task_step": run.steps_done,
+                        "epoch": run.steps_done / run.steps_per_epoch, "split": task.config.val_split, "metrics": metrics}
+            if dist.is_main:
+                save_best(model, run_dir / "best" / task.name, {"task": task.name, **run.best})
+            barrier(dist)
+
+    def save() -> None:
+        rng = gather_objects(capture_rng_state(), dist)
+        if dist.is_main:
+            training_state = {
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": precision.state_dict(), "rng": rng, "task_ids": list(tasks),
+                "tasks": {str(run.task.id): run.state_dict() for run in runs},
+                "world_size": dist.world_size, "args": dict(vars(args)),
+            }
+            path = save_checkpoint(checkpoints_dir, step, model, training_state, args.keep_last)
+            log.info(f"saved {path}")
+        barrier(dist)
+
+    meters = {run.task.id: MetricMeter(("loss",), dist.device) for run in runs}
+    last_saved = step
+    while step < total_steps:
+        run = next_task(runs)
+        if run is None:
+            break
+        micro_batches = [to_device(batch, dist.device) for batch in run.next_batches()]
+        out = train_step(model, micro_batches, run.objective, optimizer, scheduler, precision, dist, args.max_grad_norm)
+        meters[run.task.id].update(out)
+        step += 1
+
+        if step % args.log_every == 0 or step == total_steps:
+            values = {"train/lr": max(out.lrs), "train/lr_body": min(out.lrs)}
+            for other in runs:  # every rank holds the same meters: the schedule is deterministic
+                meter = meters[other.task.id]
+                if meter.steps:  # loss: the task's own, before its loss scale
+                    values.update({f"train/{other.task.name}/{k}": v for k, v in meter.compute(dist).items()})
+            log.scalars(step, values)
+            log.progress(step, {k.split("/")[1]: v for k, v in values.items() if k.endswith("/accuracy")})
+        else:
+            log.progress(step)
+
+        epoch_ended = run.epoch_finished
+        if epoch_ended or run.finished:
+            evaluate(run)
+        if epoch_ended:
+            run.start_next_epoch()
+        if args.eval_every and step % args.eval_every == 0:
+            for other in runs:
+                if other.evaluated_at != other.steps_done:
+                    evaluate(other)
+        periodic = step % args.save_every == 0 if args.save_every > 0 else (args.save_every == 0 and epoch_ended)
+        if periodic and step < total_steps:
+            save()
+            last_saved = step
+
+    for run in runs:  # stopped by --max_steps mid-epoch: the last weights get evaluated too
+        if run.evaluated_at != run.steps_done:
+            evaluate(run)
+    if last_saved != step:
+        save()
+
+    best = {run.task.name: run.best.get("metrics", {}) for run in runs}
+    if dist.is_main:
+        write_metrics(run_dir / "val_metrics.json", best)
+        log.info("best validation metrics (per task, at its best evaluation):\n" + metrics_table(best))
+    log.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

