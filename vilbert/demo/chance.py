@@ -4,7 +4,8 @@ CHANCE.json (values in percent, like the metrics):
   VQA        majority-answer soft accuracy on minval (always the commonest trainval answer); the
              best answer per question template (colour/shape/size words masked), i.e. the most
              any model can get from the question's form; a bag-of-words logistic regression from
-             question to answer (text only); and the oracle (always the top human answer).
+             question to answer (text only), also per answer type next to the majority answer;
+             and the oracle (always the top human answer).
   VCR        25 for Q->A and QA->R (4 choices), 6.25 for Q->AR.
   refcoco+   the best fixed rule on val over the detection boxes (largest box, most confident box,
              box nearest the centre, a random box), and the upper bound (refs with any detection of
@@ -15,12 +16,11 @@ CHANCE.json (values in percent, like the metrics):
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 
+from .text import question_template, question_words
 from .vqa import normalize_answer, soft_scores
-from .world import COLOURS, SHAPE_PLURALS, SHAPES, SIZES, box_iou
+from .world import box_iou
 
 MINVAL_SIZE = 3000  # the originals hold the last 3000 val questions (by id) out of trainval
 
@@ -68,26 +68,23 @@ def vqa_splits(val_questions: list[dict], val_annotations: list[dict]):
     return order[:cut], order[cut:]
 
 
-def _words(question: str) -> list[str]:
-    return re.findall(r"[a-z0-9]+", question.lower())
-
-
 def _bag_of_words(questions: list[str], vocabulary: dict[str, int]) -> np.ndarray:
     """Unigram + bigram counts -> (N, V) float32."""
     x = np.zeros((len(questions), len(vocabulary)), dtype=np.float32)
     for row, question in enumerate(questions):
-        words = _words(question)
+        words = question_words(question)
         for gram in words + [" ".join(p) for p in zip(words, words[1:])]:
             if gram in vocabulary:
                 x[row, vocabulary[gram]] += 1
     return x
 
 
-def text_only_accuracy(train_questions, train_answers, eval_questions, eval_annotations) -> float:
-    """Soft accuracy (percent) of a bag-of-words logistic regression from question to answer."""
+def text_only_scores(train_questions, train_answers, eval_questions, eval_annotations) -> np.ndarray:
+    """Soft score (0-1) per eval question of a bag-of-words logistic regression from question to
+    answer (unigrams and bigrams, fitted on the training questions' multiple-choice answers)."""
     grams: dict[str, int] = {}
     for q in train_questions:
-        words = _words(q)
+        words = question_words(q)
         for gram in words + [" ".join(p) for p in zip(words, words[1:])]:
             grams.setdefault(gram, len(grams))
     answers = sorted(set(train_answers))
@@ -95,15 +92,12 @@ def text_only_accuracy(train_questions, train_answers, eval_questions, eval_anno
     w, b = fit_softmax(_bag_of_words(train_questions, grams), np.array([label[a] for a in train_answers]),
                        len(answers), steps=200, lr=0.1, l2=1e-3)
     predictions = (_bag_of_words(eval_questions, grams) @ w + b).argmax(axis=1)
-    scores = [soft_scores(a["answers"]).get(answers[p], 0.0) for a, p in zip(eval_annotations, predictions)]
-    return 100.0 * float(np.mean(scores))
+    return np.array([soft_scores(a["answers"]).get(answers[p], 0.0) for a, p in zip(eval_annotations, predictions)])
 
 
-def question_template(question: str) -> str:
-    """The question with its colour, shape and size words masked: 'what color is the <size> <shape>'."""
-    masks = {**{c: "<color>" for c in COLOURS}, **{w: "<shape>" for w in SHAPES + SHAPE_PLURALS},
-             **{z: "<size>" for z in SIZES}}
-    return " ".join(masks.get(w, w) for w in _words(question))
+def text_only_accuracy(train_questions, train_answers, eval_questions, eval_annotations) -> float:
+    """Soft accuracy (percent) of the bag-of-words model of `text_only_scores`."""
+    return 100.0 * float(np.mean(text_only_scores(train_questions, train_answers, eval_questions, eval_annotations)))
 
 
 def best_answer_per_template(fit_questions, fit_scores, eval_questions, eval_scores, fallback: str) -> float:
@@ -136,11 +130,24 @@ def vqa_rates(train: tuple, val: tuple) -> dict:
     majority = str(values[int(np.argmax(counts))])
     template = best_answer_per_template(fit_q, [soft_scores(a["answers"]) for a in fit_annotations],
                                         eval_q, eval_scores, majority)
+    majority_scores = np.array([s.get(majority, 0.0) for s in eval_scores])
+    text_scores = text_only_scores(fit_q, fit_a, eval_q, eval_a)
+    # Where the text-only model gains: on yes/no questions it can do no better than the majority
+    # answer; on the others, whatever each template's answer prior allows.
+    by_type = {}
+    for answer_type in sorted({a["answer_type"] for a in eval_a}):
+        rows = np.array([a["answer_type"] == answer_type for a in eval_a])
+        by_type[answer_type] = {
+            "questions": int(rows.sum()),
+            "majority": round(100.0 * float(majority_scores[rows].mean()), 2),
+            "text_only": round(100.0 * float(text_scores[rows].mean()), 2),
+        }
     return {
         "majority_answer": majority,
-        "accuracy": round(100.0 * float(np.mean([s.get(majority, 0.0) for s in eval_scores])), 2),
+        "accuracy": round(100.0 * float(majority_scores.mean()), 2),
         "best_answer_per_question_template": round(template, 2),
-        "text_only_bag_of_words": round(text_only_accuracy(fit_q, fit_a, eval_q, eval_a), 2),
+        "text_only_bag_of_words": round(100.0 * float(text_scores.mean()), 2),
+        "by_answer_type": by_type,
         "oracle": round(100.0 * float(np.mean([max(s.values()) for s in eval_scores])), 2),
         "split": "minval",
     }

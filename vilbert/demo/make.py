@@ -36,9 +36,9 @@ import yaml
 from . import captions, chance, refcoco, vcr, vqa
 from .world import COLOURS, NUM_CLASSES, SHAPES, SIZES, Scene, class_names, detections, ground_truth_posteriors, render, sample_scene
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: VQA answers balanced per question template
 # Random streams, one per part of the world: adding a dataset never changes the others.
-STREAMS = {"ids": 0, "concap": 1, "vqa": 2, "vcr": 3, "refcoco": 4, "flickr": 5}
+STREAMS = {"ids": 0, "concap": 1, "vqa": 2, "vcr": 3, "refcoco": 4, "flickr": 5, "vqa_questions": 6}
 ENTRIES = ("world.json", "CHANCE.json", "vlbert_tasks.yml", "conceptual_captions", "vqa", "vcr", "refcoco", "flickr30k")
 
 
@@ -155,7 +155,7 @@ def _unique_ids(rng: np.random.Generator, low: int, high: int, count: int) -> li
 class _Pictures:
     """Renders scenes into an images folder and collects the boxes files for the extractor."""
 
-    def __init__(self, images_dir: Path, rng: np.random.Generator, with_detections: bool = False):
+    def __init__(self, images_dir: Path, rng: np.random.Generator | None, with_detections: bool = False):
         self.images_dir = images_dir
         self.rng = rng
         self.with_detections = with_detections
@@ -164,11 +164,13 @@ class _Pictures:
         self.scenes: dict[str, dict] = {}
         images_dir.mkdir(parents=True, exist_ok=True)
 
-    def add(self, key, scene: Scene) -> np.ndarray:
-        """Render and record one picture; returns the ground-truth posteriors (n, NUM_CLASSES)."""
+    def add(self, key, scene: Scene, posteriors: np.ndarray | None = None) -> np.ndarray:
+        """Render and record one picture; returns the ground-truth posteriors (n, NUM_CLASSES),
+        drawn here unless given."""
         key = str(key)
         render(scene).save(self.images_dir / f"{key}.png", format="PNG")
-        posteriors = ground_truth_posteriors(self.rng, scene)
+        if posteriors is None:
+            posteriors = ground_truth_posteriors(self.rng, scene)
         self.gt[key] = {"boxes": scene.boxes().tolist(), "cls_prob": np.round(posteriors, 5).tolist()}
         if self.with_detections:
             boxes, probs = detections(self.rng, scene)
@@ -219,30 +221,42 @@ def _make_concap(root: Path, size: WorldSize, seed: int, say) -> dict:
     return {"counts": counts, "jobs": jobs}
 
 
-def _make_vqa(root: Path, size: WorldSize, seed: int, coco_ids: list[int], say) -> dict:
+VQA_SPLITS = ("train2014", "val2014", "test2015")
+
+
+def vqa_splits(seed: int, size: WorldSize, coco_ids: list[int]):
+    """The VQA splits without their pictures: yields (subtype, image ids, scenes, ground-truth
+    posteriors, (questions, annotations, kinds)) for train2014, val2014 and test2015."""
     rng = np.random.default_rng([seed, STREAMS["vqa"]])
-    folder = root / "vqa"
-    pictures = _Pictures(folder / "images", rng)
-    splits = (("train2014", size.vqa_train), ("val2014", size.vqa_val), ("test2015", size.vqa_test))
-    counts, files, start = {}, {}, 0
-    for subtype, count in splits:
+    # Questions draw from their own stream, so changing how they are asked leaves the pictures be.
+    question_rng = np.random.default_rng([seed, STREAMS["vqa_questions"]])
+    start = 0
+    for subtype, count in zip(VQA_SPLITS, (size.vqa_train, size.vqa_val, size.vqa_test)):
         ids = sorted(coco_ids[start : start + count])
         start += count
         scenes = [sample_scene(rng) for _ in ids]
-        for image_id, scene in zip(ids, scenes):
-            pictures.add(image_id, scene)
-        questions, annotations, kinds = vqa.build_vqa_split(rng, scenes, ids, size.vqa_questions_per_image)
+        posteriors = [ground_truth_posteriors(rng, scene) for scene in scenes]
+        yield subtype, ids, scenes, posteriors, vqa.build_vqa_split(question_rng, scenes, ids, size.vqa_questions_per_image)
+
+
+def _make_vqa(root: Path, size: WorldSize, seed: int, coco_ids: list[int], say) -> dict:
+    folder = root / "vqa"
+    pictures = _Pictures(folder / "images", rng=None)
+    counts, files = {}, {}
+    for subtype, ids, scenes, posteriors, (questions, annotations, kinds) in vqa_splits(seed, size, coco_ids):
+        for image_id, scene, probs in zip(ids, scenes, posteriors):
+            pictures.add(image_id, scene, probs)
         _write_json(folder / f"v2_OpenEnded_mscoco_{subtype}_questions.json", vqa.questions_file(questions, subtype))
         if subtype == "test2015":
             # test-dev is a subset of test-std's pictures (the first half here), as the official split.
-            dev_ids = set(ids[: (count + 1) // 2])
+            dev_ids = set(ids[: (len(ids) + 1) // 2])
             dev = [q for q in questions if q["image_id"] in dev_ids]
             _write_json(folder / "v2_OpenEnded_mscoco_test-dev2015_questions.json", vqa.questions_file(dev, "test-dev2015"))
             counts["test-dev2015"] = {"images": len(dev_ids), "questions": len(dev)}
         else:
             _write_json(folder / f"v2_mscoco_{subtype}_annotations.json", vqa.annotations_file(annotations, subtype))
             files[subtype] = (questions, annotations, kinds)
-        counts[subtype] = {"images": count, "questions": len(questions)}
+        counts[subtype] = {"images": len(ids), "questions": len(questions)}
     _write_json(folder / "boxes.json", pictures.gt)
     _write_json(folder / "scenes.json", pictures.scenes)
     say(f"vqa: {counts}")
@@ -337,6 +351,17 @@ def _read_world_json(path: Path) -> dict | None:
         return None
 
 
+def world_ids(seed: int, size: WorldSize) -> tuple[list[int], list[int], list[int]]:
+    """Image ids of the world: (VQA COCO ids, RefCOCO+ COCO ids, Flickr30k ids), disjoint."""
+    ids_rng = np.random.default_rng([seed, STREAMS["ids"]])
+    coco_needed = (size.vqa_train + size.vqa_val + size.vqa_test + size.refcoco_train
+                   + size.refcoco_val + size.refcoco_testA + size.refcoco_testB)
+    coco_ids = _unique_ids(ids_rng, 1, 600000, coco_needed)
+    flickr_ids = _unique_ids(ids_rng, 1000000, 2**31 - 1, size.flickr_train + size.flickr_val + size.flickr_test)
+    vqa_images = size.vqa_train + size.vqa_val + size.vqa_test
+    return coco_ids[:vqa_images], coco_ids[vqa_images:], flickr_ids
+
+
 def tasks_yaml() -> str:
     return TASKS_HEADER + yaml.safe_dump(TASKS, sort_keys=False, default_flow_style=False)
 
@@ -370,14 +395,7 @@ def make_world(output, seed: int = 0, size: str | WorldSize = "small", overwrite
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     root.mkdir(parents=True, exist_ok=True)
 
-    ids_rng = np.random.default_rng([seed, STREAMS["ids"]])
-    coco_needed = (world_size.vqa_train + world_size.vqa_val + world_size.vqa_test + world_size.refcoco_train
-                   + world_size.refcoco_val + world_size.refcoco_testA + world_size.refcoco_testB)
-    coco_ids = _unique_ids(ids_rng, 1, 600000, coco_needed)
-    flickr_needed = world_size.flickr_train + world_size.flickr_val + world_size.flickr_test
-    flickr_ids = _unique_ids(ids_rng, 1000000, 2**31 - 1, flickr_needed)
-    vqa_images = world_size.vqa_train + world_size.vqa_val + world_size.vqa_test
-    vqa_coco, ref_coco = coco_ids[:vqa_images], coco_ids[vqa_images:]
+    vqa_coco, ref_coco, flickr_ids = world_ids(seed, world_size)
 
     parts = {
         "conceptual_captions": _make_concap(root, world_size, seed, say),

@@ -6,14 +6,17 @@ so what a model learns from captions in pretraining carries over to questions an
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
-from .world import COLOURS, QUADRANTS, SHAPE_PLURALS, SHAPES, Scene, SceneObject
+from .world import COLOURS, QUADRANTS, SHAPE_PLURALS, SHAPES, SIZES, Scene, SceneObject
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six")
 
 # Attribute sets tried, smallest first, when naming one object among the others.
 NAMINGS_ANY = (("shape",), ("colour", "shape"), ("size", "shape"), ("size", "colour", "shape"))
+NAMINGS_WITH_COLOUR = (("colour", "shape"), ("size", "colour", "shape"))
 NAMINGS_WITHOUT_COLOUR = (("shape",), ("size", "shape"))
 NAMINGS_WITHOUT_SHAPE = (("colour",), ("size", "colour"))
 
@@ -40,6 +43,21 @@ def naming(scene: Scene, index: int, candidates=NAMINGS_ANY):
         if sum(matches(o, target, attributes) for o in scene.objects) == 1:
             return attributes
     return None
+
+
+def question_words(question: str) -> list[str]:
+    """Lower-case words and numbers of a question, punctuation dropped."""
+    return re.findall(r"[a-z0-9]+", question.lower())
+
+
+_MASKS = {**{c: "<color>" for c in COLOURS}, **{w: "<shape>" for w in SHAPES + SHAPE_PLURALS},
+          **{z: "<size>" for z in SIZES}}
+
+
+def question_template(question: str) -> str:
+    """The question with its colour, shape and size words masked: 'what color is the <size> <shape>'.
+    All a model can learn from a question without the picture is its template's answer prior."""
+    return " ".join(_MASKS.get(w, w) for w in question_words(question))
 
 
 def left_of(a: SceneObject, b: SceneObject) -> bool:
