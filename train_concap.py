@@ -36,6 +36,7 @@ from vilbert.training import (EvalSampler, MetricMeter, Precision, PretrainingOb
                               cleanup_distributed, evaluate, gather_objects, init_distributed, load_training_state,
                               resolve_resume, restore_rng_state, save_checkpoint, to_device, train_step,
                               unwrap_model, warmup_linear_schedule, wrap_model)
+from vilbert.tokenization import load_tokenizer
 from vilbert.training.optim import freeze_text_layers
 
 
@@ -74,7 +75,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     train.add_argument("--warmup_proportion", type=float, default=0.1)
     train.add_argument("--gradient_accumulation_steps", type=int, default=1)
     train.add_argument("--weight_decay", type=float, default=0.01)
+    train.add_argument("--adam_epsilon", type=float, default=1e-8)
     train.add_argument("--max_grad_norm", type=float, default=1.0)
+    train.add_argument("--bert_lr_scale", type=float, default=0.1,
+                       help="lr factor of the weights a BERT checkpoint initialised (the originals: 0.1)")
     train.add_argument("--img_weight", type=float, default=1.0, help="weight of the masked-region loss")
     train.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default=None,
                        help="default: bf16 on a GPU that supports it, fp32 otherwise")
@@ -102,16 +106,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1")
     return args
-
-
-def load_tokenizer(bert_model: str):
-    try:
-        from vilbert.tokenization import load_tokenizer as load
-    except ImportError:  # the shared helper is not there: the fast tokenizer of the directory
-        from transformers import BertTokenizerFast as _Fast
-
-        load = _Fast.from_pretrained
-    return load(bert_model)
 
 
 def build_model(args, resume_dir: Path | None, log: TrainingLogger):
@@ -144,6 +138,36 @@ def bert_initialised_names(model, report) -> list[str]:
     return sorted(names & ours)
 
 
+class DataError(Exception):
+    """The data cannot be used (missing files, too many missing images, bad lines): stop early."""
+
+
+def build_datasets(args, dist) -> tuple[ConceptualCaptionsDataset, ConceptualCaptionsDataset]:
+    """Training and validation sets. Rank 0 builds them first (tokenising and filling the cache),
+    then the other ranks read the cache; an error on rank 0 stops every rank."""
+    sample_config = SampleConfig(max_seq_length=args.max_seq_length, max_region_num=args.max_region_num,
+                                 visual_target=args.visual_target, mask_overlapping=args.mask_overlapping,
+                                 seed=args.seed)
+    paths = ConcapPaths.from_dir(args.file_path, args.train_captions, args.val_captions, args.features)
+    cache_dir = args.cache_dir or Path(args.output_dir) / "cache"
+
+    def build():
+        tokenizer = load_tokenizer(args.bert_model)
+        return tuple(ConceptualCaptionsDataset(p, paths.features, tokenizer, sample_config, cache_dir)
+                     for p in (paths.train_captions, paths.val_captions))
+
+    datasets, error = None, None
+    if dist.is_main:
+        try:
+            datasets = build()
+        except (MissingImagesError, FileNotFoundError, ValueError, RuntimeError) as exc:
+            error = str(exc)
+    error = broadcast_object(error, dist)  # also the barrier: the cache exists now
+    if error:
+        raise DataError(error)
+    return datasets if datasets is not None else build()
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     dist = init_distributed(args.local_rank, args.device)
@@ -159,32 +183,13 @@ def main(argv=None) -> int:
                          f"{world} processes x {accumulation} accumulation steps")
     micro_batch = args.train_batch_size // (world * accumulation)
 
-    # Data. Rank 0 tokenises first and fills the cache; the others then read it.
-    sample_config = SampleConfig(max_seq_length=args.max_seq_length, max_region_num=args.max_region_num,
-                                 visual_target=args.visual_target, mask_overlapping=args.mask_overlapping,
-                                 seed=args.seed)
-    paths = ConcapPaths.from_dir(args.file_path, args.train_captions, args.val_captions, args.features)
-    tokenizer = load_tokenizer(args.bert_model)
-    cache_dir = args.cache_dir or Path(args.output_dir) / "cache"
-    def build_datasets():
-        return [ConceptualCaptionsDataset(p, paths.features, tokenizer, sample_config, cache_dir)
-                for p in (paths.train_captions, paths.val_captions)]
-
-    datasets, error = None, None
-    if dist.is_main:
-        try:
-            datasets = build_datasets()
-        except (MissingImagesError, FileNotFoundError, ValueError) as exc:
-            error = str(exc)
-    error = broadcast_object(error, dist)  # also the barrier: the cache now exists
-    if error:
+    try:
+        train_set, val_set = build_datasets(args, dist)
+    except DataError as exc:
         if dist.is_main:
-            print(f"train_concap.py: error: {error}", file=sys.stderr)
+            print(f"train_concap.py: error: {exc}", file=sys.stderr)
         cleanup_distributed(dist)
         return 2
-    if datasets is None:
-        datasets = build_datasets()
-    train_set, val_set = datasets
 
     sampler = TrainSampler(len(train_set), args.train_batch_size, dist.rank, world, seed=args.seed)
     pin = dist.device.type == "cuda"
@@ -203,7 +208,8 @@ def main(argv=None) -> int:
         bert_names = list(state["bert_initialised_names"])
     frozen = freeze_text_layers(model, args.freeze)
     model.to(dist.device)
-    optimizer = build_optimizer(model, args.learning_rate, args.weight_decay, scaled_lr=bert_names)
+    optimizer = build_optimizer(model, args.learning_rate, args.weight_decay,
+                                scaled_lr={name: args.bert_lr_scale for name in bert_names}, eps=args.adam_epsilon)
     scheduler = warmup_linear_schedule(optimizer, int(args.warmup_proportion * total_steps), total_steps)
     precision = Precision.create(args.precision, dist.device)
     model = wrap_model(model, dist)
@@ -230,7 +236,7 @@ def main(argv=None) -> int:
              f"{dist.device}, {precision.mode}; global batch {args.train_batch_size} = {world} x {accumulation} x "
              f"{micro_batch}; {steps_per_epoch} steps/epoch, {total_steps} steps"
              + (f"; resumed from {resume_dir} at step {step}" if resume_dir else "")
-             + (f"; {len(bert_names)} BERT-initialised tensors at 0.1x lr" if bert_names else "")
+             + (f"; {len(bert_names)} BERT-initialised tensors at {args.bert_lr_scale:g}x lr" if bert_names else "")
              + (f"; {len(frozen)} tensors frozen" if frozen else ""))
 
     def validate():

@@ -242,3 +242,24 @@ def test_default_collate_batches_samples(world):
     assert batch["input_ids"].shape == (4, 16) and batch["image_feat"].shape == (4, 6, FEATURE_DIM)
     assert batch["next_sentence_label"].shape == (4,)
     assert isinstance(ds.reader, FeatureReader)
+
+
+def test_trimmed_batches_give_the_same_losses(world, tmp_path):
+    """Cutting unused padding changes shapes, not results (padding is masked in the model)."""
+    from _pretrain_helpers import tiny_config_file
+    from torch.utils.data import default_collate
+    from vilbert import ViLBertConfig, ViLBertForPretraining
+
+    ds = dataset(world, max_seq_length=24, max_region_num=8)
+    samples = [ds[(0, i)] for i in range(6)]
+    full, trimmed = default_collate(samples), concap.collate_trimmed(samples)
+    assert trimmed["input_ids"].shape[1] == int(full["attention_mask"].sum(1).max()) < 24
+    assert trimmed["image_feat"].shape[1] == int(full["image_attention_mask"].sum(1).max()) < 8
+    torch.manual_seed(0)
+    model = ViLBertForPretraining(ViLBertConfig.from_json_file(tiny_config_file(tmp_path / "c.json", dropout=0.0)))
+    model.eval()
+    with torch.no_grad():
+        a, b = model(**full), model(**trimmed)
+    for name in ("masked_lm_loss", "masked_img_loss", "next_sentence_loss"):
+        torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=0, atol=1e-5)
+    torch.testing.assert_close(a.seq_relationship_score, b.seq_relationship_score, rtol=0, atol=1e-5)

@@ -50,7 +50,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 from vilbert.features import FeatureReader, pad_regions
 
@@ -356,16 +356,39 @@ class ConceptualCaptionsDataset(Dataset):
         }
 
 
+TEXT_KEYS = ("input_ids", "token_type_ids", "attention_mask", "masked_lm_labels")
+REGION_KEYS = ("image_feat", "image_loc", "image_attention_mask", "image_label", "image_target")
+
+
+def collate_trimmed(samples: list[dict]) -> dict[str, torch.Tensor]:
+    """Stack samples into a batch, then cut the padding columns no sample of the batch uses.
+
+    Captions are much shorter than max_seq_length on average, so a batch padded only to its
+    longest caption costs far less compute; padding is masked out, so the results are the same.
+    """
+    batch = default_collate(samples)
+    text_length = int(batch["attention_mask"].sum(1).max())
+    num_regions = int(batch["image_attention_mask"].sum(1).max())
+    for key in TEXT_KEYS:
+        batch[key] = batch[key][:, :text_length]
+    for key in REGION_KEYS:
+        batch[key] = batch[key][:, :num_regions]
+    return batch
+
+
 def make_loader(dataset: Dataset, sampler, batch_size: int, num_workers: int = 0, pin_memory: bool = False,
-                prefetch_factor: int = 4, seed: int = 0) -> DataLoader:
+                prefetch_factor: int = 4, seed: int = 0, trim_padding: bool = True) -> DataLoader:
     """A DataLoader over `dataset` in the order of `sampler`, with workers, pinned memory and prefetch.
 
-    The loader's own generator (seeded) keeps the global torch RNG untouched when iterators are
-    created, so a resumed run draws the same dropout masks as the run it continues.
+    trim_padding: batches padded to their longest caption and region list (collate_trimmed)
+    rather than to max_seq_length / max_region_num. The loader's own generator (seeded) keeps the
+    global torch RNG untouched when iterators are created, so a resumed run draws the same dropout
+    masks as the run it continues.
     """
     generator = torch.Generator()
     generator.manual_seed(seed)
-    kwargs = dict(num_workers=num_workers, pin_memory=pin_memory, generator=generator)
+    kwargs = dict(num_workers=num_workers, pin_memory=pin_memory, generator=generator,
+                  collate_fn=collate_trimmed if trim_padding else default_collate)
     if num_workers > 0:
         kwargs.update(prefetch_factor=prefetch_factor, persistent_workers=False)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=False, **kwargs)
