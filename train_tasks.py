@@ -50,6 +50,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                        help="model config (our checkpoint dirs use their own)")
     model.add_argument("--freeze", type=int, default=-1, help="freeze the text embeddings and text layers 0..N")
     model.add_argument("--task_specific_tokens", action="store_true", help="12-in-1's learned task token after [CLS]")
+    model.add_argument("--vl_classifier", choices=("beta", "12in1"), default=None,
+                       help="VQA head to start when the checkpoint has none: beta (weight norm) or 12in1 "
+                            "(GeLU + LayerNorm); default: the config's")
 
     train = p.add_argument_group("training")
     train.add_argument("--learning_rate", type=float, default=2e-5, help="lr of the model body")
@@ -58,6 +61,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     train.add_argument("--train_batch_size", type=int, default=None,
                        help="global batch of every task (default: each task's batch_size)")
     train.add_argument("--eval_batch_size", type=int, default=None, help="per process (default: each task's eval_batch_size)")
+    train.add_argument("--val_subset", type=int, default=0,
+                       help="validate on the first N items of each val split (retrieval: N captions x every image); 0 = all")
     train.add_argument("--max_steps", type=int, default=0, help="stop after this many optimizer steps in all (0: no limit)")
     train.add_argument("--warmup_proportion", type=float, default=0.1)
     train.add_argument("--lr_scheduler", choices=("warmup_linear",), default="warmup_linear")
@@ -131,7 +136,8 @@ def train(args, dist) -> int:
     state = load_training_state(resume_dir) if resume_dir is not None else None
     source = str(resume_dir) if resume_dir is not None else args.from_pretrained
     model = load_task_model(ViLBertForVLTasks, source, args.config_file, num_labels=classifier_labels(tasks, train_sets),
-                            task_specific_tokens=args.task_specific_tokens, log=log.info)
+                            task_specific_tokens=args.task_specific_tokens, vl_classifier=args.vl_classifier,
+                            log=log.info)
     frozen = freeze_text_layers(model, args.freeze)
     model.to(dist.device)
 
@@ -140,7 +146,7 @@ def train(args, dist) -> int:
                     accumulation=args.gradient_accumulation_steps,
                     num_epochs=args.num_train_epochs or task.config.num_epoch, dist=dist,
                     num_workers=args.num_workers, seed=args.seed, eval_batch_size=args.eval_batch_size,
-                    task_tokens=model.config.task_specific_tokens)
+                    task_tokens=model.config.task_specific_tokens, val_subset=args.val_subset)
             for task_id, task in tasks.items()]
     total_steps = sum(run.total_steps for run in runs)
     if args.max_steps:
@@ -188,7 +194,7 @@ def train(args, dist) -> int:
         task = run.task
         evaluator = evaluate_task(model, task, run.val_set, run.val_loader, precision, dist,
                                   task_tokens=model_config.task_specific_tokens,
-                                  batch_size=args.eval_batch_size or task.config.eval_batch_size)
+                                  batch_size=args.eval_batch_size or task.config.eval_batch_size, subset=args.val_subset)
         metrics = evaluator.compute()
         run.evaluated_at = run.steps_done
         log.scalars(step, {f"val/{task.name}/{name}": value for name, value in metrics.items()})

@@ -78,7 +78,8 @@ def test_five_tasks_interleave_keep_their_epochs_and_resume(setup):
                             TASK11={"batch_size": 8, "num_epoch": 2, "lr": 0.0002})
     flags = ["--bert_model", setup.bert, "--from_pretrained", setup.pretrained, "--tasks", "1-6-7-9-11",
              "--tasks_config", tasks, "--output_dir", setup.root / "five", "--save_name", "t", "--num_workers", "0",
-             "--learning_rate", "1e-4", "--log_every", "1", "--keep_last", "0"]
+             "--learning_rate", "1e-4", "--log_every", "1", "--keep_last", "0", "--val_subset", "3",
+             "--vl_classifier", "12in1"]
     result = run(python("train_tasks.py", *flags))
     run_dir = setup.root / "five" / "VQA-VCR_Q-A-VCR_QA-R-RetrievalFlickr30k-refcoco+_t"
     assert "loss scale 2" in result.stderr  # RefCOCO+
@@ -103,6 +104,9 @@ def test_five_tasks_interleave_keep_their_epochs_and_resume(setup):
     assert set(best) == set(evaluations) and set(best["RetrievalFlickr30k"]) == {"R@1", "R@5", "R@10"}
     for name in best:
         assert (run_dir / "best" / name / "model.safetensors").is_file()
+    # --val_subset 3: 3 VQA questions (soft scores in thirds of multiples of 0.1), 3 captions x 4 pictures.
+    assert min(abs(best["RetrievalFlickr30k"]["R@1"] - 100 * k / 3) for k in range(4)) < 1e-3
+    assert json.loads((run_dir / "best" / "VQA" / "config.json").read_text())["vl_classifier"] == "12in1"
 
     # Resume: drop the final checkpoint, continue from the last one saved at an epoch end.
     final = weights(run_dir, total)
@@ -196,6 +200,9 @@ def test_retrieval_scores_equal_one_forward_per_pair(setup, zero_shot):
             plain = model(**model_inputs(batch), heads={"vil_logit"}).vil_logit[:, 0]
     expected = plain.view(dataset.num_images, dataset.num_captions).t()
     torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-5)
+    first = retrieval_scores(model, dataset, precision=Precision.create("fp32", dist.device), dist=dist,
+                             batch_size=2, zero_shot=zero_shot, captions=3)
+    torch.testing.assert_close(first, expected[:3], rtol=1e-4, atol=1e-5)
 
 
 def simulate_turns(lengths: dict) -> list:

@@ -122,16 +122,18 @@ def is_vilbert_checkpoint(path: Union[str, Path]) -> bool:
 
 
 def load_task_model(model_class, from_pretrained: str, config_file: Optional[str], *, num_labels: Optional[int] = None,
-                    task_specific_tokens: bool = False, required: Sequence[str] = (),
-                    log: Callable[[str], None] = print):
+                    task_specific_tokens: bool = False, vl_classifier: Optional[str] = None,
+                    required: Sequence[str] = (), log: Callable[[str], None] = print):
     """A model of `model_class` (ViLBertForVLTasks or ViLBertForPretraining) from any starting point.
 
     from_pretrained: our checkpoint directory (its own config.json is used: the weights need it), a
     Hugging Face BERT directory or an original .bin/.tar (config from `config_file`), or '' for a
     random init. num_labels: the classifier's answer count; a checkpoint whose classifier has another
     size keeps the rest and starts that head fresh (reported). Other shape mismatches are errors.
-    required: modules the checkpoint must provide (e.g. the head an evaluation reads), so that a
-    pretraining checkpoint is not evaluated with a randomly initialised task head.
+    vl_classifier: the VL-classifier head to build when the checkpoint has none ("beta" or
+    "12in1"; a checkpoint's own head always wins). required: modules the checkpoint must provide
+    (e.g. the head an evaluation reads), so that a pretraining checkpoint is not evaluated with a
+    randomly initialised task head.
     """
     from vilbert.config import ViLBertConfig
 
@@ -145,6 +147,8 @@ def load_task_model(model_class, from_pretrained: str, config_file: Optional[str
         raise SetupError(str(exc)) from None
     if task_specific_tokens:
         config.task_specific_tokens = True
+    if vl_classifier is not None:
+        config.vl_classifier = vl_classifier
     kwargs = {} if num_labels is None or model_class.__name__ != "ViLBertForVLTasks" else {"num_labels": num_labels}
     if not from_pretrained:
         return model_class(config, **kwargs)
@@ -256,11 +260,13 @@ class TaskRun:
 
     global_batch: samples per optimizer step over all ranks and accumulation steps (the YAML's
     batch_size, as the originals divide it by the number of GPUs). num_epochs: this task's own.
+    val_subset: validate on the first N validation items only (retrieval: N captions against
+    every image), to keep frequent validation cheap; 0 = all.
     """
 
     def __init__(self, task: Task, train_set: Dataset, val_set: Optional[Dataset], *, global_batch: int,
                  accumulation: int, num_epochs: float, dist: DistInfo, num_workers: int = 0, seed: int = 0,
-                 eval_batch_size: Optional[int] = None, task_tokens: bool = False):
+                 eval_batch_size: Optional[int] = None, task_tokens: bool = False, val_subset: int = 0):
         self.task = task
         self.train_set, self.val_set = train_set, val_set
         if global_batch % (dist.world_size * accumulation):
@@ -276,8 +282,11 @@ class TaskRun:
         pin = dist.device.type == "cuda"
         self.loader = make_loader(train_set, self.sampler, self.micro_batch, num_workers, pin, seed=seed + task.id)
         self.val_loader = None
+        self.val_subset = val_subset
         if val_set is not None:
-            sampler = EvalSampler(len(val_set), dist.rank, dist.world_size, keys=False)
+            # The evaluators score only the items they saw, so a shorter sampler is a subset.
+            size = min(len(val_set), val_subset) if val_subset else len(val_set)
+            sampler = EvalSampler(size, dist.rank, dist.world_size, keys=False)
             self.val_loader = make_loader(val_set, sampler, eval_batch_size or task.config.eval_batch_size,
                                           num_workers, pin)
         self.objective = TaskObjective(task, task_tokens)
@@ -346,12 +355,14 @@ def primary_metric(task: Task) -> str:
 @torch.no_grad()
 def evaluate_task(model: torch.nn.Module, task: Task, dataset: Dataset, loader: Optional[DataLoader],
                   precision: Precision, dist: DistInfo, *, task_tokens: bool = False, batch_size: int = 128,
-                  progress: bool = False):
-    """Run `task`'s evaluator over `dataset` on every rank; returns the evaluator, merged over ranks
-    (`.compute()` -> metrics in percent, `.write(path)` -> the official result file).
+                  subset: int = 0, progress: bool = False):
+    """Run `task`'s evaluator over `dataset` (the items `loader` yields) on every rank; returns the
+    evaluator, merged over ranks (`.compute()` -> metrics in percent, `.write(path)` -> the
+    official result file).
 
     Retrieval evaluation (every caption x image pair) goes through retrieval_scores, which encodes
-    each caption's image-independent text layers once instead of once per pair.
+    each caption's image-independent text layers once instead of once per pair; `subset` > 0 ranks
+    only the first `subset` captions there (against every image).
     """
     from vilbert.tasks.metrics import RetrievalEvaluator
 
@@ -362,9 +373,10 @@ def evaluate_task(model: torch.nn.Module, task: Task, dataset: Dataset, loader: 
     token = task_token_ids(task) if task_tokens else None
     if isinstance(evaluator, RetrievalEvaluator):
         scores = retrieval_scores(bare, dataset, precision=precision, dist=dist, batch_size=batch_size,
-                                  task_token=token, progress=progress)  # (captions, images)
+                                  task_token=token, captions=subset, progress=progress)  # (captions, images)
         # The evaluator's items are image-major pairs: item = image * num_captions + caption.
-        evaluator.update(scores.t().reshape(-1, 1), {"index": torch.arange(scores.numel())})
+        pairs = torch.arange(dataset.num_images)[:, None] * dataset.num_captions + torch.arange(scores.shape[0])
+        evaluator.update(scores.t().reshape(-1, 1), {"index": pairs.reshape(-1)})
     else:
         objective = TaskObjective(task, task_tokens)
         batches = loader
@@ -398,14 +410,16 @@ def _pair_scores(model, inputs: dict, text_prefix: torch.Tensor, zero_shot: bool
 
 @torch.no_grad()
 def retrieval_scores(model: torch.nn.Module, dataset, *, precision: Precision, dist: DistInfo, batch_size: int = 128,
-                     zero_shot: bool = False, task_token: Optional[int] = None, progress: bool = False) -> torch.Tensor:
+                     zero_shot: bool = False, task_token: Optional[int] = None, captions: int = 0,
+                     progress: bool = False) -> torch.Tensor:
     """(captions, images) float32 scores of every pair of a retrieval evaluation dataset.
 
     Finetuned models score with `vil_logit`; `zero_shot` scores a pretraining model with
     softmax(alignment)[aligned] (REFERENCE 4). Each caption's text layers before the first
     co-attention block are computed once (encode_text_prefix) and shared by all images; pairs go
     through the rest of the model `batch_size` images at a time. Under torch.distributed each rank
-    scores every world_size-th caption and the matrix is summed over ranks.
+    scores every world_size-th caption and the matrix is summed over ranks. captions > 0: only the
+    first that many captions (rows).
     """
     bare = unwrap_model(model)
     device = dist.device
@@ -415,6 +429,8 @@ def retrieval_scores(model: torch.nn.Module, dataset, *, precision: Precision, d
     image_mask = torch.from_numpy(np.stack([im["image_attention_mask"] for im in images])).long().to(device)  # (I, R)
     text = {key: torch.from_numpy(np.asarray(dataset.text[key])).long() for key in TEXT_KEYS}  # (C, T)
     num_captions, num_images = dataset.num_captions, dataset.num_images
+    if captions:
+        num_captions = min(num_captions, captions)
 
     scores = torch.zeros(num_captions, num_images, device=device)
     mine = torch.arange(dist.rank, num_captions, dist.world_size)
