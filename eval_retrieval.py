@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vilbert.finetune import (SetupError, build_datasets, build_on_main_first, fail, load_task_model, load_tasks,
-                              metrics_table, retrieval_metrics, retrieval_scores, split_name, task_token_ids,
-                              write_metrics)
-from vilbert.training import Precision, cleanup_distributed, init_distributed
+from vilbert.finetune import (SetupError, build_datasets, build_on_main_first, create_precision, fail, load_task_model,
+                              load_tasks, metrics_table, retrieval_metrics, retrieval_scores, split_name,
+                              task_token_ids, write_metrics)
+from vilbert.training import cleanup_distributed, init_distributed
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -83,7 +83,7 @@ def evaluate(args, dist) -> int:
                             task_specific_tokens=args.task_specific_tokens, log=lambda m: None,
                             required=["alignment_head" if args.zero_shot else "vil_logit"])
     model.to(dist.device).eval()
-    precision = Precision.create(args.precision, dist.device)
+    precision = create_precision(args.precision, dist.device)
     token = task_token_ids(task) if model.config.task_specific_tokens else None
     if dist.is_main:
         print(f"{task.name} {split}: {dataset.num_captions} captions x {dataset.num_images} images"

@@ -18,9 +18,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from vilbert.finetune import (SetupError, build_datasets, build_on_main_first, evaluate_task, fail, load_task_model,
-                              load_tasks, make_loader, metrics_table, split_name, write_metrics)
-from vilbert.training import EvalSampler, Precision, cleanup_distributed, init_distributed
+from vilbert.finetune import (SetupError, build_datasets, build_on_main_first, create_precision, evaluate_task, fail,
+                              load_task_model, load_tasks, make_loader, metrics_table, split_name, write_metrics)
+from vilbert.training import EvalSampler, cleanup_distributed, init_distributed
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -73,7 +73,7 @@ def evaluate(args, dist) -> int:
             raise SetupError(f"{args.from_pretrained}: its classifier has {model.num_labels} answers, but task "
                              f"{task_id} ({task.name}) has {labels}: not a checkpoint finetuned on this task")
     model.to(dist.device).eval()
-    precision = Precision.create(args.precision, dist.device)
+    precision = create_precision(args.precision, dist.device)
     split = args.split or "val"
     output_dir = Path(args.output_dir)
 

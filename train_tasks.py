@@ -26,9 +26,10 @@ import numpy as np
 import torch
 
 from vilbert.finetune import (SetupError, TaskRun, build_datasets, build_on_main_first, classifier_labels,
-                              evaluate_task, fail, load_task_model, load_tasks, metrics_table, next_task,
-                              primary_metric, run_directory, save_best, task_head_learning_rates, write_metrics)
-from vilbert.training import (MetricMeter, Precision, TrainingLogger, barrier, build_optimizer, capture_rng_state,
+                              create_precision, evaluate_task, fail, load_task_model, load_tasks, metrics_table,
+                              next_task, primary_metric, run_directory, save_best, task_head_learning_rates,
+                              write_metrics)
+from vilbert.training import (MetricMeter, TrainingLogger, barrier, build_optimizer, capture_rng_state,
                               cleanup_distributed, gather_objects, init_distributed, load_training_state,
                               resolve_resume, restore_rng_state, save_checkpoint, to_device, train_step, unwrap_model,
                               warmup_linear_schedule, wrap_model)
@@ -155,7 +156,7 @@ def train(args, dist) -> int:
     head_lrs = task_head_learning_rates(model, args.head_learning_rate)
     optimizer = build_optimizer(model, args.learning_rate, args.weight_decay, lr_by_prefix=head_lrs)
     scheduler = warmup_linear_schedule(optimizer, int(args.warmup_proportion * total_steps), total_steps)
-    precision = Precision.create(args.precision, dist.device)
+    precision = create_precision(args.precision, dist.device)
     # Each step runs one task's head: the other heads get no gradient, which DDP must be told.
     model = wrap_model(model, dist, find_unused_parameters=dist.is_distributed)
 

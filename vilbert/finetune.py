@@ -169,6 +169,14 @@ def load_task_model(model_class, from_pretrained: str, config_file: Optional[str
     return model
 
 
+def create_precision(mode: Optional[str], device: torch.device) -> Precision:
+    """vilbert.training.Precision, with a bad --precision as a one-line SetupError."""
+    try:
+        return Precision.create(mode, device)
+    except ValueError as exc:
+        raise SetupError(str(exc)) from None
+
+
 def task_head_learning_rates(model: torch.nn.Module, head_lr: float) -> dict[str, float]:
     """{parameter-name prefix: lr} for vilbert.training.build_optimizer(lr_by_prefix=...)."""
     names = {name.split(".")[0] for name, _ in unwrap_model(model).named_parameters()}
