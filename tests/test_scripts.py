@@ -79,7 +79,7 @@ def test_five_tasks_interleave_keep_their_epochs_and_resume(setup):
     flags = ["--bert_model", setup.bert, "--from_pretrained", setup.pretrained, "--tasks", "1-6-7-9-11",
              "--tasks_config", tasks, "--output_dir", setup.root / "five", "--save_name", "t", "--num_workers", "0",
              "--learning_rate", "1e-4", "--log_every", "1", "--keep_last", "0", "--val_subset", "3",
-             "--vl_classifier", "12in1"]
+             "--vl_classifier", "12in1", "--task_specific_tokens"]
     result = run(python("train_tasks.py", *flags))
     run_dir = setup.root / "five" / "VQA-VCR_Q-A-VCR_QA-R-RetrievalFlickr30k-refcoco+_t"
     assert "loss scale 2" in result.stderr  # RefCOCO+
@@ -106,7 +106,8 @@ def test_five_tasks_interleave_keep_their_epochs_and_resume(setup):
         assert (run_dir / "best" / name / "model.safetensors").is_file()
     # --val_subset 3: 3 VQA questions (soft scores in thirds of multiples of 0.1), 3 captions x 4 pictures.
     assert min(abs(best["RetrievalFlickr30k"]["R@1"] - 100 * k / 3) for k in range(4)) < 1e-3
-    assert json.loads((run_dir / "best" / "VQA" / "config.json").read_text())["vl_classifier"] == "12in1"
+    config = json.loads((run_dir / "best" / "VQA" / "config.json").read_text())
+    assert config["vl_classifier"] == "12in1" and config["task_specific_tokens"]
 
     # Resume: drop the final checkpoint, continue from the last one saved at an epoch end.
     final = weights(run_dir, total)
@@ -176,8 +177,8 @@ def _tiny(model_class, config_path, **kwargs):
     return model_class(ViLBertConfig.from_json_file(config_path), **kwargs).eval()
 
 
-@pytest.mark.parametrize("zero_shot", [False, True])
-def test_retrieval_scores_equal_one_forward_per_pair(setup, zero_shot):
+@pytest.mark.parametrize("zero_shot,task_token", [(False, None), (True, None), (False, 9)])
+def test_retrieval_scores_equal_one_forward_per_pair(setup, zero_shot, task_token):
     """The text prefix computed once per caption (and padding cut) changes nothing."""
     from vilbert.data.collate import collate, model_inputs
     from vilbert.finetune import load_tasks, retrieval_scores
@@ -188,20 +189,28 @@ def test_retrieval_scores_equal_one_forward_per_pair(setup, zero_shot):
     task = load_tasks("9", setup.tasks)[9]
     dataset = task.dataset("test", load_tokenizer(setup.bert))
     model = _tiny(ViLBertForPretraining if zero_shot else ViLBertForVLTasks, setup.config)
+    if task_token is not None:  # 12-in-1's task token after [CLS]: the prefix has one more column
+        from vilbert.config import ViLBertConfig
+
+        config = ViLBertConfig.from_json_file(setup.config)
+        config.task_specific_tokens = True
+        torch.manual_seed(0)
+        model = ViLBertForVLTasks(config).eval()
     dist = DistInfo()
     scores = retrieval_scores(model, dataset, precision=Precision.create("fp32", dist.device), dist=dist,
-                              batch_size=3, zero_shot=zero_shot)
+                              batch_size=3, zero_shot=zero_shot, task_token=task_token)
     assert scores.shape == (dataset.num_captions, dataset.num_images)
     batch = collate([dataset[i] for i in range(len(dataset))])  # item = image * num_captions + caption
+    extra = {} if task_token is None else {"task_tokens": torch.full((len(dataset), 1), task_token)}
     with torch.no_grad():
         if zero_shot:
             plain = model(**model_inputs(batch)).seq_relationship_score.softmax(-1)[:, 0]
         else:
-            plain = model(**model_inputs(batch), heads={"vil_logit"}).vil_logit[:, 0]
+            plain = model(**model_inputs(batch), heads={"vil_logit"}, **extra).vil_logit[:, 0]
     expected = plain.view(dataset.num_images, dataset.num_captions).t()
     torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-5)
     first = retrieval_scores(model, dataset, precision=Precision.create("fp32", dist.device), dist=dist,
-                             batch_size=2, zero_shot=zero_shot, captions=3)
+                             batch_size=2, zero_shot=zero_shot, task_token=task_token, captions=3)
     torch.testing.assert_close(first, expected[:3], rtol=1e-4, atol=1e-5)
 
 
@@ -239,3 +248,35 @@ def test_setup_errors_are_one_line(setup, capsys, monkeypatch):
     code = train_tasks.main(["--tasks", "1-3", "--tasks_config", str(setup.tasks), "--bert_model", str(setup.bert)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "unknown task id 3" in err[0]
+
+
+def test_visualize_cli_draws_grounding_and_curves(setup, tmp_path):
+    from vilbert.config import ViLBertConfig
+    from vilbert.model import ViLBertForVLTasks
+    from vilbert.visualize import main as visualize
+
+    torch.manual_seed(0)
+    model = ViLBertForVLTasks(ViLBertConfig.from_json_file(setup.config), num_labels=3)
+    model.save_pretrained(tmp_path / "model")
+    (tmp_path / "answers.json").write_text(json.dumps(["yes", "no", "2"]))
+    refcoco = setup.world / "refcoco"
+    image_id = json.loads((refcoco / "refcoco+" / "instances.json").read_text())["images"][0]["id"]
+    vqa_id = json.loads((setup.world / "vqa" / "v2_OpenEnded_mscoco_val2014_questions.json").read_text())["questions"][0]["image_id"]
+    code = visualize(["grounding", "--image", str(refcoco / "images" / f"{image_id}.png"),
+                      "--features", str(refcoco / "features" / "detections.lmdb"), "--image_id", str(image_id),
+                      "--bert_model", str(setup.bert), "--expression", "big red star",
+                      "--refer_model", str(tmp_path / "model"), "--question", "Is there a circle?",
+                      "--vqa_model", str(tmp_path / "model"), "--answers", str(tmp_path / "answers.json"),
+                      "--vqa_image", str(setup.world / "vqa" / "images" / f"{vqa_id}.png"),
+                      "--vqa_features", str(setup.world / "vqa" / "features" / "regions.lmdb"),
+                      "--vqa_image_id", str(vqa_id), "--output", str(tmp_path / "g.png")])
+    assert code == 0 and (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
+
+    log = tmp_path / "metrics.jsonl"
+    log.write_text("\n".join(json.dumps(r) for r in [
+        {"step": 1, "train/VQA/loss": 3.0, "train/lr": 1e-4}, {"step": 2, "train/VQA/loss": 2.0},
+        {"step": 2, "val/VQA/accuracy": 40.0}]))
+    assert visualize(["curves", "--log", f"VQA={log}", "--output", str(tmp_path / "c.png")]) == 0
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    assert visualize(["grounding", "--image", "missing.png", "--features", str(tmp_path / "none.lmdb"),
+                      "--image_id", "1", "--output", str(tmp_path / "x.png")]) == 2
