@@ -57,6 +57,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                       help="masked regions: 0 = KL to the detector class distribution, 1 = feature regression")
     data.add_argument("--mask_overlapping", action="store_true",
                       help="also hide regions with IoU > 0.4 with a masked region (12-in-1's intent)")
+    data.add_argument("--objective", type=int, default=0, choices=(0, 1),
+                      help="1: no masked-word/region targets on random-caption pairs (12-in-1's --objective 1)")
     data.add_argument("--num_workers", type=int, default=3, help="DataLoader worker processes per rank")
 
     model = p.add_argument_group("model")
@@ -147,7 +149,7 @@ def build_datasets(args, dist) -> tuple[ConceptualCaptionsDataset, ConceptualCap
     then the other ranks read the cache; an error on rank 0 stops every rank."""
     sample_config = SampleConfig(max_seq_length=args.max_seq_length, max_region_num=args.max_region_num,
                                  visual_target=args.visual_target, mask_overlapping=args.mask_overlapping,
-                                 seed=args.seed)
+                                 objective=args.objective, seed=args.seed)
     paths = ConcapPaths.from_dir(args.file_path, args.train_captions, args.val_captions, args.features)
     cache_dir = args.cache_dir or Path(args.output_dir) / "cache"
 

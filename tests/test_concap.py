@@ -263,3 +263,18 @@ def test_trimmed_batches_give_the_same_losses(world, tmp_path):
     for name in ("masked_lm_loss", "masked_img_loss", "next_sentence_loss"):
         torch.testing.assert_close(getattr(a, name), getattr(b, name), rtol=0, atol=1e-5)
     torch.testing.assert_close(a.seq_relationship_score, b.seq_relationship_score, rtol=0, atol=1e-5)
+
+
+def test_objective_1_drops_targets_of_random_caption_pairs(world):
+    plain, aligned_only = dataset(world), dataset(world, objective=1)
+    negatives = 0
+    for i in range(len(plain)):
+        a, b = plain[(0, i)], aligned_only[(0, i)]
+        assert torch.equal(a["input_ids"], b["input_ids"]) and torch.equal(a["image_feat"], b["image_feat"])
+        if int(b["next_sentence_label"]) == 1:
+            negatives += 1
+            assert (b["masked_lm_labels"] == -1).all() and (b["image_label"] == -1).all()
+        else:
+            assert torch.equal(a["masked_lm_labels"], b["masked_lm_labels"])
+            assert torch.equal(a["image_label"], b["image_label"])
+    assert negatives > 0

@@ -26,7 +26,10 @@ A sample (REFERENCE 4; dict of tensors named as ViLBertForPretraining.forward's 
   commented "mask the overlap regions into zeros", but only uses it in the global row's
   denominator; we do what the comment says.) Off by default, as in beta.
 - image_target: the detector class distribution cls_prob (visual_target 0) or the region's
-  unmasked feature (visual_target 1).
+  unmasked feature (visual_target 1);
+- with objective 1 (12-in-1's `--objective 1`), a pair with a random caption has no masked-word
+  or masked-region targets: its caption does not describe the image, so predicting its words from
+  the image (or regions from its words) teaches the model to ignore the other modality.
 
 Randomness is drawn from a generator seeded with (seed, epoch, index): a sample is the same
 whichever rank or DataLoader worker builds it and however often, so runs are reproducible and
@@ -123,6 +126,7 @@ class SampleConfig:
     random_caption_prob: float = 0.5
     mask_overlapping: bool = False      # also zero regions with IoU > overlap_iou with a masked one
     overlap_iou: float = 0.4
+    objective: int = 0                  # 1: no MLM/region targets on random-caption pairs (12-in-1)
     seed: int = 0
 
 
@@ -298,6 +302,11 @@ class ConceptualCaptionsDataset(Dataset):
                     break
         text = self._mask_tokens(self.caption_tokens(caption_index), rng)
         regions = self._mask_regions(self.reader[str(self.image_ids[index])], rng)
+        if c.objective == 1 and aligned == 1:
+            # 12-in-1's --objective 1: a random caption says nothing about the image, so its masked
+            # words and regions are not targets (the input stays masked alike).
+            text["masked_lm_labels"].fill_(-1)
+            regions["image_label"].fill_(-1)
         return {**text, **regions, "next_sentence_label": torch.tensor(aligned, dtype=torch.long)}
 
     def _mask_tokens(self, caption: np.ndarray, rng: np.random.Generator) -> dict[str, torch.Tensor]:
