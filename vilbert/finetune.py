@@ -501,14 +501,19 @@ def write_metrics(path: Union[str, Path], metrics: dict) -> Path:
 def save_best(model: torch.nn.Module, directory: Path, record: dict) -> None:
     """Rank 0: a task's best weights so far, loadable by eval_tasks.py --from_pretrained (config.json,
     model.safetensors, and metrics.json saying when and how well)."""
+    import shutil
+
     tmp = directory.with_name(directory.name + ".tmp")
+    old = directory.with_name(directory.name + ".old")
+    shutil.rmtree(tmp, ignore_errors=True)
     unwrap_model(model).save_pretrained(tmp)
     write_metrics(tmp / "metrics.json", record)
+    # Swap by renames so a crash at any point leaves a complete best directory (new, or old in .old).
+    shutil.rmtree(old, ignore_errors=True)
     if directory.exists():
-        import shutil
-
-        shutil.rmtree(directory)
+        directory.replace(old)
     tmp.replace(directory)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def fail(script: str, message: str, dist: Optional[DistInfo] = None) -> int:
