@@ -59,3 +59,26 @@ def test_freeze_text_layers():
     assert model.vilbert.text_layers[2].attention.query.weight.requires_grad
     assert config.fixed_t_layer == 2
     assert freeze_text_layers(ViLBertForPretraining(config), -1) == []
+
+
+def test_plot_script_reads_metrics_and_writes_a_png(tmp_path):
+    import importlib.util
+    import json
+
+    spec = importlib.util.spec_from_file_location("plot_pretrain", REPO / "benchmarks" / "plot_pretrain.py")
+    plot = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(plot)
+    metrics = tmp_path / "metrics.jsonl"
+    lines = []
+    for step in (10, 20, 30):
+        lines.append({"step": step, "train/masked_lm": 5.0 / step, "train/masked_img": 2.0, "train/alignment": 0.69,
+                      "train/alignment_accuracy": 0.5})
+        lines.append({"step": step, "val/masked_lm": 4.0 / step, "val/masked_img": 2.1, "val/alignment": 0.6,
+                      "val/alignment_accuracy": 0.5 + step / 100})
+    lines.append({"step": 20, "train/masked_lm": 9.0, "train/masked_img": 2.0, "train/alignment": 0.7,
+                  "train/alignment_accuracy": 0.5})  # a resumed run's redo of step 20 wins
+    metrics.write_text("\n".join(json.dumps(r) for r in lines) + "\n")
+    train, val = plot.read_metrics(metrics)
+    assert sorted(train) == [10, 20, 30] and train[20]["train/masked_lm"] == 9.0 and val[30]["val/alignment_accuracy"] == 0.8
+    out = plot.plot(metrics, tmp_path / "curve.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
