@@ -131,7 +131,7 @@ def grounding_figure(output, *, image, features, image_id, tokenizer=None, expre
     regions = load_regions(features, image_id, max_regions)
     real = slice(1, regions.num_real)  # the detected regions, without the global row
     panels = 1 + (expression is not None) + (question is not None)
-    fig, axes = plt.subplots(1, panels, figsize=(4 * panels, 4.8), squeeze=False)
+    fig, axes = plt.subplots(1, panels, figsize=(4 * panels, 4.8), squeeze=False, layout="constrained")
     axes = axes[0]
     show_image(axes[0], image, f"image {image_id}: {regions.num_real - 1} regions")
     draw_boxes(axes[0], regions.boxes[real])
@@ -159,10 +159,9 @@ def grounding_figure(output, *, image, features, image_id, tokenizer=None, expre
         show_image(axes[panel], q_image, f"Q: {question}\nA: {top}")
         q_real = slice(1, q_regions.num_real)
         draw_boxes(axes[panel], q_regions.boxes[q_real], weights=attention[q_real], color="cyan", linewidth=2.5)
-    fig.tight_layout()
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=120)
+    fig.savefig(output, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return output
 
@@ -192,7 +191,7 @@ def plot_training_curves(logs: dict[str, Path], output, keys: Optional[Sequence[
     """
     rows = math.ceil(len(logs) / columns)
     cols = min(columns, len(logs))
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), squeeze=False, layout="constrained")
     for ax in axes.flat[len(logs):]:
         ax.set_axis_off()
     for ax, (label, path) in zip(axes.flat, logs.items()):
@@ -221,10 +220,9 @@ def plot_training_curves(logs: dict[str, Path], output, keys: Optional[Sequence[
         handles, names = ax.get_legend_handles_labels()
         more_handles, more_names = right.get_legend_handles_labels()
         ax.legend(handles + more_handles, names + more_names, fontsize=6, loc="center right")
-    fig.tight_layout()
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=110)
+    fig.savefig(output, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return output
 
