@@ -53,7 +53,7 @@ class Finetune:
 class Schedule:
     """Every stage's size. The defaults are the demo's; `smoke()` is for plumbing tests."""
 
-    pretrain_steps: int = 600
+    pretrain_steps: int = 900
     pretrain_batch: int = 32
     pretrain_lr: float = 5e-4
     pretrain_regions: int = 8  # demo pictures hold at most 5 objects (+ the global region)
@@ -67,7 +67,7 @@ class Schedule:
         Finetune("1", steps=1000, batch=16, lr=1e-4, extra=["--freeze", "3", "--vl_classifier", "12in1"]),
         Finetune("6-7", steps=400, batch=16, lr=1e-4),
         # Ranking 100 captions (of 500) against the 100 test pictures is validation enough.
-        Finetune("9", steps=400, batch=16, lr=1e-4, extra=["--val_subset", "100"]),
+        Finetune("9", steps=200, batch=16, lr=1e-4, extra=["--val_subset", "100"]),
         Finetune("11", steps=600, batch=32, lr=3e-4),
     ])
     eval_batch: int = 128
