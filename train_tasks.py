@@ -26,9 +26,9 @@ import numpy as np
 import torch
 
 from vilbert.finetune import (SetupError, TaskRun, build_datasets, build_on_main_first, classifier_labels,
-                              create_precision, evaluate_task, fail, load_task_model, load_tasks, metrics_table,
-                              next_task, primary_metric, run_directory, save_best, task_head_learning_rates,
-                              write_metrics)
+                              create_precision, evaluate_task, fail, init_vil_logit_from_alignment, load_task_model,
+                              load_tasks, metrics_table, next_task, primary_metric, run_directory, save_best,
+                              task_head_learning_rates, write_metrics)
 from vilbert.training import (MetricMeter, TrainingLogger, barrier, build_optimizer, capture_rng_state,
                               cleanup_distributed, gather_objects, init_distributed, load_training_state,
                               resolve_resume, restore_rng_state, save_checkpoint, to_device, train_step, unwrap_model,
@@ -50,6 +50,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     model.add_argument("--config_file", default="config/bert_base_6layer_6conect.json",
                        help="model config (our checkpoint dirs use their own)")
     model.add_argument("--freeze", type=int, default=-1, help="freeze the text embeddings and text layers 0..N")
+    model.add_argument("--vil_logit_init", choices=("fresh", "alignment"), default="fresh",
+                       help="matching head (VCR, retrieval) of a checkpoint without one: fresh (as the originals) "
+                            "or from the pretraining alignment head (aligned - random score)")
     model.add_argument("--task_specific_tokens", action="store_true", help="12-in-1's learned task token after [CLS]")
     model.add_argument("--vl_classifier", choices=("beta", "12in1"), default=None,
                        help="VQA head to start when the checkpoint has none: beta (weight norm) or 12in1 "
@@ -139,6 +142,12 @@ def train(args, dist) -> int:
     model = load_task_model(ViLBertForVLTasks, source, args.config_file, num_labels=classifier_labels(tasks, train_sets),
                             task_specific_tokens=args.task_specific_tokens, vl_classifier=args.vl_classifier,
                             log=log.info)
+    if args.vil_logit_init == "alignment" and resume_dir is None and args.from_pretrained \
+            and "vil_logit.weight" in model.load_report.missing:
+        if init_vil_logit_from_alignment(model, args.from_pretrained):
+            log.info("vil_logit starts from the pretraining alignment head (aligned - random score)")
+        else:
+            log.info(f"--vil_logit_init alignment: {args.from_pretrained} has no alignment head; vil_logit starts fresh")
     frozen = freeze_text_layers(model, args.freeze)
     model.to(dist.device)
 

@@ -169,6 +169,29 @@ def load_task_model(model_class, from_pretrained: str, config_file: Optional[str
     return model
 
 
+def init_vil_logit_from_alignment(model, from_pretrained: str) -> bool:
+    """Start the matching head `vil_logit` (VCR, retrieval) from a pretraining checkpoint's
+    image-text alignment head: vil_logit = aligned score - random-caption score, i.e. weight
+    W[0] - W[1], bias b[0] - b[1]. A finetuned run then starts where zero-shot retrieval stands
+    instead of from a random head. Returns False (and changes nothing) when the checkpoint holds no
+    alignment head. The originals start vil_logit fresh (train_tasks.py --vil_logit_init fresh)."""
+    from vilbert.convert import LoadReport, _to_our_names, read_source
+
+    source = read_source(from_pretrained)
+    tensors = {name: tensor for name, (_, tensor) in _to_our_names(source, LoadReport(str(from_pretrained), source.format)).items()}
+    weight, bias = tensors.get("alignment_head.weight"), tensors.get("alignment_head.bias")
+    if weight is None or bias is None:
+        return False
+    head = model.vil_logit
+    if tuple(weight.shape) != (2, head.in_features):
+        raise SetupError(f"--from_pretrained {from_pretrained}: alignment_head.weight is {tuple(weight.shape)}, "
+                         f"vil_logit needs (2, {head.in_features})")
+    with torch.no_grad():
+        head.weight.copy_((weight[0] - weight[1]).unsqueeze(0))
+        head.bias.copy_((bias[0] - bias[1]).reshape(1))
+    return True
+
+
 def create_precision(mode: Optional[str], device: torch.device) -> Precision:
     """vilbert.training.Precision, with a bad --precision as a one-line SetupError."""
     try:
