@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vilbert.finetune import (SetupError, build_datasets, build_on_main_first, create_precision, fail, load_task_model,
+from vilbert.finetune import (SetupError, build_datasets, build_on_main_first, create_precision, load_task_model,
                               load_tasks, metrics_table, retrieval_metrics, retrieval_scores, split_name,
                               task_token_ids, write_metrics)
-from vilbert.training import cleanup_distributed, init_distributed
+from vilbert.training.cli import add_runtime_arguments, run_script
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -43,22 +43,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch_size", type=int, default=None, help="images per forward pass (default: eval_batch_size)")
     p.add_argument("--output_dir", default="results")
     p.add_argument("--task_specific_tokens", action="store_true", help="the model uses 12-in-1's task tokens")
-    p.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default=None,
-                   help="default: bf16 on a GPU that supports it, fp32 otherwise")
-    p.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda when available")
-    p.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=-1, help=argparse.SUPPRESS)
+    add_runtime_arguments(p)
     return p.parse_args(argv)
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    dist = init_distributed(args.local_rank, args.device)
-    try:
-        return evaluate(args, dist)
-    except SetupError as exc:
-        return fail("eval_retrieval.py", str(exc), dist)
-    finally:
-        cleanup_distributed(dist)
+    return run_script("eval_retrieval.py", evaluate, parse_args(argv))
 
 
 def evaluate(args, dist) -> int:

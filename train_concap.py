@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -31,11 +30,12 @@ import torch
 
 from vilbert.data.concap import (ConcapPaths, ConceptualCaptionsDataset, MissingImagesError, SampleConfig,
                                  make_loader)
+from vilbert.training.cli import add_runtime_arguments, check_runtime_arguments
 from vilbert.training import (EvalSampler, MetricMeter, Precision, PretrainingObjective, TrainingLogger,
                               TrainSampler, barrier, batches_per_step, broadcast_object, build_optimizer, capture_rng_state,
                               cleanup_distributed, evaluate, gather_objects, init_distributed, load_training_state,
                               resolve_resume, restore_rng_state, save_checkpoint, to_device, train_step,
-                              unwrap_model, warmup_linear_schedule, wrap_model)
+                              warmup_linear_schedule, wrap_model)
 from vilbert.tokenization import load_tokenizer
 from vilbert.training.optim import freeze_text_layers
 
@@ -82,11 +82,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     train.add_argument("--bert_lr_scale", type=float, default=0.1,
                        help="lr factor of the weights a BERT checkpoint initialised (the originals: 0.1)")
     train.add_argument("--img_weight", type=float, default=1.0, help="weight of the masked-region loss")
-    train.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default=None,
-                       help="default: bf16 on a GPU that supports it, fp32 otherwise")
-    train.add_argument("--fp16", action="store_true", help="alias of --precision fp16")
+    add_runtime_arguments(p, train, fp16_alias=True)
     train.add_argument("--seed", type=int, default=42)
-    train.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda when available")
 
     out = p.add_argument_group("output")
     out.add_argument("--output_dir", default="save")
@@ -97,13 +94,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     out.add_argument("--log_every", type=int, default=50, help="steps between logged averages")
     out.add_argument("--eval_every", type=int, default=0, help="steps between validation passes (0: each epoch end)")
 
-    # torch.distributed.launch passes --local-rank=N (older versions --local_rank N).
-    p.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=-1, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.fp16:
-        if args.precision not in (None, "fp16"):
-            p.error(f"--fp16 contradicts --precision {args.precision}")
-        args.precision = "fp16"
+    check_runtime_arguments(p, args)
     for name in ("gradient_accumulation_steps", "train_batch_size", "log_every"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1")

@@ -26,11 +26,12 @@ import numpy as np
 import torch
 
 from vilbert.finetune import (SetupError, TaskRun, build_datasets, build_on_main_first, classifier_labels,
-                              create_precision, evaluate_task, fail, init_vil_logit_from_alignment, load_task_model,
+                              create_precision, evaluate_task, init_vil_logit_from_alignment, load_task_model,
                               load_tasks, metrics_table, next_task, primary_metric, run_directory, save_best,
                               task_head_learning_rates, write_metrics)
+from vilbert.training.cli import add_runtime_arguments, check_runtime_arguments, run_script
 from vilbert.training import (MetricMeter, TrainingLogger, barrier, build_optimizer, capture_rng_state,
-                              cleanup_distributed, gather_objects, init_distributed, load_training_state,
+                              gather_objects, load_training_state,
                               resolve_resume, restore_rng_state, save_checkpoint, to_device, train_step, unwrap_model,
                               warmup_linear_schedule, wrap_model)
 from vilbert.training.optim import freeze_text_layers
@@ -73,11 +74,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     train.add_argument("--gradient_accumulation_steps", type=int, default=1)
     train.add_argument("--weight_decay", type=float, default=0.01)
     train.add_argument("--max_grad_norm", type=float, default=1.0)
-    train.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default=None,
-                       help="default: bf16 on a GPU that supports it, fp32 otherwise")
-    train.add_argument("--fp16", action="store_true", help="alias of --precision fp16")
+    add_runtime_arguments(p, train, fp16_alias=True)
     train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda when available")
     train.add_argument("--train_iter_gap", type=int, default=4,
                        help="accepted for the originals' command lines; unused (every task trains to its own schedule)")
 
@@ -92,13 +90,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     out.add_argument("--eval_every", type=int, default=0,
                      help="steps between extra evaluations of every task (0: only at each task's epoch ends)")
 
-    # torch.distributed.launch passes --local-rank=N (older versions --local_rank N).
-    p.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=-1, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.fp16:
-        if args.precision not in (None, "fp16"):
-            p.error(f"--fp16 contradicts --precision {args.precision}")
-        args.precision = "fp16"
+    check_runtime_arguments(p, args)
     for name in ("gradient_accumulation_steps", "log_every"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1")
@@ -106,14 +99,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    dist = init_distributed(args.local_rank, args.device)
-    try:
-        return train(args, dist)
-    except SetupError as exc:
-        return fail("train_tasks.py", str(exc), dist)
-    finally:
-        cleanup_distributed(dist)
+    return run_script("train_tasks.py", train, parse_args(argv))
 
 
 def train(args, dist) -> int:

@@ -1,0 +1,55 @@
+"""Command-line pieces every script shares: the precision/device/launcher flags and the main()
+wrapper that turns a setup error into one line on stderr and always tears the process group down.
+
+    p = argparse.ArgumentParser(...)
+    add_runtime_arguments(p, group, fp16_alias=True)
+    args = p.parse_args(argv)
+    check_runtime_arguments(p, args)
+    ...
+    def main(argv=None):
+        return run_script("train_tasks.py", train, parse_args(argv))
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Callable
+
+PRECISIONS = ("bf16", "fp16", "fp32")
+
+
+def add_runtime_arguments(parser: argparse.ArgumentParser, group=None, *, fp16_alias: bool = False) -> None:
+    """--precision (and --fp16, the originals' flag, where asked), --device, and the hidden
+    --local_rank / --local-rank that `python -m torch.distributed.launch` passes (the spelling
+    depends on the torch version; torchrun passes LOCAL_RANK in the environment instead)."""
+    group = group if group is not None else parser
+    group.add_argument("--precision", choices=PRECISIONS, default=None,
+                       help="default: bf16 on a GPU that supports it, fp32 otherwise")
+    if fp16_alias:
+        group.add_argument("--fp16", action="store_true", help="alias of --precision fp16")
+    group.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda when available")
+    parser.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=-1, help=argparse.SUPPRESS)
+
+
+def check_runtime_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """--fp16 becomes --precision fp16; a contradiction is a usage error."""
+    if getattr(args, "fp16", False):
+        if args.precision not in (None, "fp16"):
+            parser.error(f"--fp16 contradicts --precision {args.precision}")
+        args.precision = "fp16"
+
+
+def run_script(script: str, body: Callable, args: argparse.Namespace) -> int:
+    """Join the process group (torchrun, torch.distributed.launch or a single process), run
+    body(args, dist), and leave the group whatever happens. A SetupError (bad flag, file or task)
+    ends the run with exit code 2 and one line naming what is wrong."""
+    from vilbert.finetune import SetupError, fail
+    from vilbert.training.distributed import cleanup_distributed, init_distributed
+
+    dist = init_distributed(args.local_rank, args.device)
+    try:
+        return body(args, dist)
+    except SetupError as exc:
+        return fail(script, str(exc), dist)
+    finally:
+        cleanup_distributed(dist)
