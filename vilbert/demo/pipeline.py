@@ -67,13 +67,19 @@ class Schedule:
         # 12-in-1's VQA head (GeLU + LayerNorm): its LayerNorm rescales the small fused vector of
         # a fresh model; with beta's weight-norm head VQA stays at the answer prior (~34%) for
         # hundreds of steps, with it VQA passes the text-only rate within 50 steps.
-        Finetune("1", steps=600, batch=16, lr=1e-4, extra=["--freeze", "3", "--vl_classifier", "12in1"]),
+        # Batch 32 rather than 16: 72.9% instead of 68.6% (best minval); past ~450 steps (7 epochs of
+        # the 2000 trainval questions) training accuracy climbs on and minval does not.
+        Finetune("1", steps=450, batch=32, lr=1e-4, extra=["--freeze", "3", "--vl_classifier", "12in1"]),
         # VCR's answers are scored by vil_logit, a match score: it starts as the pretraining
-        # alignment head's (QA->R 47.7% instead of 37.7% after 400 steps; Q->A unchanged).
-        Finetune("6-7", steps=400, batch=16, lr=1e-4, extra=["--vil_logit_init", "alignment"]),
+        # alignment head's (QA->R 47.7% instead of 37.7% after 400 steps; Q->A unchanged). Both
+        # still rise at 800 steps (Q->A 51%, QA->R 54%); 700 is what the budget holds.
+        Finetune("6-7", steps=700, batch=16, lr=1e-4, extra=["--vil_logit_init", "alignment"]),
         # Ranking 100 captions (of 500) against the 100 test pictures is validation enough.
-        Finetune("9", steps=200, batch=16, lr=1e-4, extra=["--val_subset", "100"]),
-        Finetune("11", steps=600, batch=32, lr=3e-4),
+        # vil_logit starts as the alignment head, so finetuning starts at the zero-shot ranking
+        # (test R@1 31.4%; 29.6% with a fresh head, which only catches up with zero-shot in 200 steps).
+        Finetune("9", steps=200, batch=16, lr=1e-4, head_lr=1e-4,
+                 extra=["--val_subset", "100", "--vil_logit_init", "alignment"]),
+        Finetune("11", steps=300, batch=32, lr=3e-4),  # RefCOCO+ val is flat (~89%) from step ~250
     ])
     eval_batch: int = 128
 
