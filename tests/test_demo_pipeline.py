@@ -6,6 +6,13 @@ import subprocess
 import sys
 
 from _scripts_helpers import REPO, env, make_tiny_world, tiny_config
+from vilbert.demo.pipeline import evaluation_groups
+
+
+def test_evaluation_groups_keep_vcr_together():
+    assert evaluation_groups([1, 6, 7, 11]) == [[1], [6, 7], [11]]
+    assert evaluation_groups([7, 6]) == [[7], [6]]  # QA->R first: no Q->A model to share
+    assert evaluation_groups([6]) == [[6]] and evaluation_groups([9]) == [[9]]
 
 
 def test_demo_pipeline_smoke(tmp_path, minilm_dir):
@@ -17,8 +24,8 @@ def test_demo_pipeline_smoke(tmp_path, minilm_dir):
     result = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
-    for stage in ("pretrain", "zero-shot", "finetune-1-11", "finetune-6-7", "finetune-9",
-                  "eval-1-11", "eval-6-7", "eval-9"):
+    for stage in ("pretrain", "zero-shot", "finetune-1-6-7-11", "finetune-9", "eval-1", "eval-6-7", "eval-11",
+                  "eval-9"):
         assert f"[{stage}] done" in result.stdout, stage
     assert "[make-world]" in result.stdout and "kept" in result.stdout  # the world was there already
     report = json.loads((out / "results.json").read_text())
@@ -37,5 +44,5 @@ def test_demo_pipeline_smoke(tmp_path, minilm_dir):
     again = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert " done in " not in again.stdout
-    assert again.stdout.count("exists: kept") == 8  # pretrain, zero-shot, 3 finetunes, 3 evaluations
+    assert again.stdout.count("exists: kept") == 8  # pretrain, zero-shot, 2 finetunes, 4 evaluations
     assert (out / "results.md").read_text() == table
