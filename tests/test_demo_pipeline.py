@@ -45,4 +45,5 @@ def test_demo_pipeline_smoke(tmp_path, minilm_dir):
     assert again.returncode == 0, again.stderr[-3000:]
     assert " done in " not in again.stdout
     assert again.stdout.count("exists: kept") == 8  # pretrain, zero-shot, 2 finetunes, 4 evaluations
-    assert (out / "results.md").read_text() == table
+    # The same results; only the timing table may differ (the pictures are drawn again and timed).
+    assert (out / "results.md").read_text().split("| stage |")[0] == table.split("| stage |")[0]
