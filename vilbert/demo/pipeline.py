@@ -66,7 +66,7 @@ class Schedule:
     pretrain_extra: list = field(default_factory=lambda: ["--freeze", "3", "--bert_lr_scale", "1"])
     finetunes: list = field(default_factory=lambda: [
         # VQA, VCR and RefCOCO+ trained together, as 12-in-1 trains its tasks, each at its task-file
-        # batch (32, 16, 16, 32): grounding expressions teaches what VQA and VCR need. At the same
+        # batch (32, 16, 16, 32): grounding expressions teaches what VQA and VCR need. At about the same
         # cost, apart: VQA 70.4 (78.4 with RefCOCO+ alone), VCR Q->A 47.0 after 700 steps; together
         # VCR Q->A passes 60% within 4 epochs (docs/DEMO.md).
         # 12-in-1's VQA head (GeLU + LayerNorm): its LayerNorm rescales the small fused vector of
@@ -78,7 +78,7 @@ class Schedule:
                  extra=["--freeze", "3", "--vl_classifier", "12in1", "--vil_logit_init", "alignment"]),
         # Ranking 100 captions (of 500) against the 100 test pictures is validation enough.
         # vil_logit starts as the alignment head, so finetuning starts at the zero-shot ranking
-        # (test R@1 31.4%; 29.6% with a fresh head, which only catches up with zero-shot in 200 steps).
+        # (test R@1 31.4-34.0%; 29.6% with a fresh head, which only catches up with zero-shot in 200 steps).
         Finetune("9", steps=200, batch=16, lr=1e-4, head_lr=1e-4,
                  extra=["--val_subset", "100", "--vil_logit_init", "alignment"]),
     ])
