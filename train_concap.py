@@ -30,12 +30,12 @@ import torch
 
 from vilbert.data.concap import (ConcapPaths, ConceptualCaptionsDataset, MissingImagesError, SampleConfig,
                                  make_loader)
-from vilbert.training.cli import add_runtime_arguments, check_runtime_arguments
 from vilbert.training import (EvalSampler, MetricMeter, Precision, PretrainingObjective, TrainingLogger,
                               TrainSampler, barrier, batches_per_step, broadcast_object, build_optimizer, capture_rng_state,
                               cleanup_distributed, evaluate, gather_objects, init_distributed, load_training_state,
                               resolve_resume, restore_rng_state, save_checkpoint, to_device, train_step,
                               warmup_linear_schedule, wrap_model)
+from vilbert.training.cli import add_runtime_arguments, check_runtime_arguments
 from vilbert.tokenization import load_tokenizer
 from vilbert.training.optim import freeze_text_layers
 

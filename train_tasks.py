@@ -29,11 +29,10 @@ from vilbert.finetune import (SetupError, TaskRun, build_datasets, build_on_main
                               create_precision, evaluate_task, init_vil_logit_from_alignment, load_task_model,
                               load_tasks, metrics_table, next_task, primary_metric, run_directory, save_best,
                               task_head_learning_rates, write_metrics)
-from vilbert.training.cli import add_runtime_arguments, check_runtime_arguments, run_script
 from vilbert.training import (MetricMeter, TrainingLogger, barrier, build_optimizer, capture_rng_state,
-                              gather_objects, load_training_state,
-                              resolve_resume, restore_rng_state, save_checkpoint, to_device, train_step, unwrap_model,
-                              warmup_linear_schedule, wrap_model)
+                              gather_objects, load_training_state, resolve_resume, restore_rng_state, save_checkpoint,
+                              to_device, train_step, unwrap_model, warmup_linear_schedule, wrap_model)
+from vilbert.training.cli import add_runtime_arguments, check_runtime_arguments, run_script
 from vilbert.training.optim import freeze_text_layers
 
 

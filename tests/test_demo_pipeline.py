@@ -10,9 +10,10 @@ from vilbert.demo.pipeline import evaluation_groups
 
 
 def test_evaluation_groups_keep_vcr_together():
-    assert evaluation_groups([1, 6, 7, 11]) == [[1], [6, 7], [11]]
-    assert evaluation_groups([7, 6]) == [[7], [6]]  # QA->R first: no Q->A model to share
-    assert evaluation_groups([6]) == [[6]] and evaluation_groups([9]) == [[9]]
+    vcr = {6: "vcr_q2a", 7: "vcr_qa2r"}
+    assert evaluation_groups({1: "vqa", **vcr, 11: "refer"}) == [[1], [6, 7], [11]]
+    assert evaluation_groups({17: "vcr_qa2r", 16: "vcr_q2a"}) == [[16, 17]]  # any ids: Q->A's weights
+    assert evaluation_groups({6: "vcr_q2a"}) == [[6]] and evaluation_groups({9: "retrieval"}) == [[9]]
 
 
 def test_demo_pipeline_smoke(tmp_path, minilm_dir):

@@ -371,6 +371,14 @@ def _to_our_names(source: _Source, report: LoadReport) -> Dict[str, Tuple[str, t
     return out
 
 
+def read_tensors(path, names) -> Dict[str, torch.Tensor]:
+    """Tensors of a checkpoint in any of the three formats, by our parameter names (e.g.
+    "alignment_head.weight"); a name the checkpoint lacks is left out."""
+    source = read_source(path)
+    tensors = _to_our_names(source, LoadReport(str(path), source.format))
+    return {name: tensors[name][1] for name in names if name in tensors}
+
+
 def _fit_config(cls, config: ViLBertConfig, names, kwargs, report: LoadReport) -> ViLBertConfig:
     """Adjust config and constructor arguments to what the checkpoint holds (task head layout,
     number of answers, 12-in-1 extra heads, task tokens)."""

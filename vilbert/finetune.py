@@ -175,10 +175,9 @@ def init_vil_logit_from_alignment(model, from_pretrained: str) -> bool:
     W[0] - W[1], bias b[0] - b[1]. A finetuned run then starts where zero-shot retrieval stands
     instead of from a random head. Returns False (and changes nothing) when the checkpoint holds no
     alignment head. The originals start vil_logit fresh (train_tasks.py --vil_logit_init fresh)."""
-    from vilbert.convert import LoadReport, _to_our_names, read_source
+    from vilbert.convert import read_tensors
 
-    source = read_source(from_pretrained)
-    tensors = {name: tensor for name, (_, tensor) in _to_our_names(source, LoadReport(str(from_pretrained), source.format)).items()}
+    tensors = read_tensors(from_pretrained, ("alignment_head.weight", "alignment_head.bias"))
     weight, bias = tensors.get("alignment_head.weight"), tensors.get("alignment_head.bias")
     if weight is None or bias is None:
         return False

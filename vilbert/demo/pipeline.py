@@ -109,13 +109,18 @@ TARGETS = [
 ]
 
 
-def evaluation_groups(task_ids: list[int]) -> list[list[int]]:
-    """Task ids evaluated together: VCR's Q->A and QA->R (6 and 7) as one group when both were
-    trained, every other task alone. [1, 6, 7, 11] -> [[1], [6, 7], [11]]."""
-    groups: list[list[int]] = []
-    for task_id in task_ids:
-        if task_id == 7 and [6] in groups:
-            groups[groups.index([6])].append(7)
+def evaluation_groups(readers: dict[int, str]) -> list[list[int]]:
+    """Task ids evaluated together, from {task id: reader name}: a VCR Q->A task and a VCR QA->R
+    task as one group, Q->A first (Q->AR needs both from one model), every other task alone.
+    {1: "vqa", 6: "vcr_q2a", 7: "vcr_qa2r", 11: "refer"} -> [[1], [6, 7], [11]]."""
+    q2a = [i for i, reader in readers.items() if reader == "vcr_q2a"]
+    qa2r = [i for i, reader in readers.items() if reader == "vcr_qa2r"]
+    pair = [q2a[0], qa2r[0]] if len(q2a) == 1 and len(qa2r) == 1 else None
+    groups = []
+    for task_id in readers:
+        if pair and task_id in pair:
+            if task_id == pair[0]:
+                groups.append(pair)
         else:
             groups.append([task_id])
     return groups
@@ -279,7 +284,7 @@ class Pipeline:
         # Each task with the weights that scored best on it (train_tasks.py keeps them per task),
         # except VCR's two, which are evaluated together with the weights best on Q->A, so that
         # Q->AR comes from one model as in the originals.
-        for group in evaluation_groups(list(tasks)):
+        for group in evaluation_groups({task_id: task.config.reader for task_id, task in tasks.items()}):
             ids = "-".join(str(task_id) for task_id in group)
             if self.done(f"eval-{ids}", self.eval_dir / f"tasks{ids}" / "val_metrics.json"):
                 continue
