@@ -11,8 +11,8 @@ DEMO_OUT ?= results/demo
 $(VENV)/.installed: pyproject.toml requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -r requirements.txt
-	$(PY) -m pip install -q -e ".[demo,test]"
+	$(PY) -m pip install -q --no-cache-dir -r requirements.txt
+	$(PY) -m pip install -q --no-cache-dir -e ".[demo,test]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -38,6 +38,7 @@ def test_demo_pipeline_smoke(tmp_path, minilm_dir):
     assert rows[("RetrievalFlickr30k_zero_shot", "R@1")]["target"] == ">= 125 (5x chance)"  # 4 pictures: 25%
     table = (out / "results.md").read_text()
     assert "| VQA (minval) | accuracy | " in table and "| zero-shot retrieval R@1 (test) | R@1 |" in table
+    assert "## VQA and VCR by question kind" in table and "| VCR Q->A val: question |" in table
     for picture in ("training_curves.png", "grounding.png"):
         assert (out / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -1,4 +1,4 @@
-"""Command line of the demo world: `python -m vilbert.demo {make-world,check,run} ...`."""
+"""Command line of the demo world: `python -m vilbert.demo {make-world,check,run,kinds} ...`."""
 
 from __future__ import annotations
 
@@ -32,6 +32,9 @@ def main(argv=None) -> int:
     check = commands.add_parser("check", help="probe the features and measure the text-only VQA baseline")
     check.add_argument("--data", default="data/demo", help="a folder written by make-world")
     commands.add_parser("run", help="the whole demo: make the world, pretrain, finetune, evaluate")
+    kinds = commands.add_parser("kinds", help="VQA and VCR val results of a demo run by question kind")
+    kinds.add_argument("--data", default="data/demo", help="the demo world the run used")
+    kinds.add_argument("--results", default="results/demo", help="the run's --output folder")
     args = parser.parse_args(argv)
 
     if args.command == "make-world":
@@ -48,6 +51,15 @@ def main(argv=None) -> int:
         from vilbert.demo.check import main as run_check
 
         return run_check(args.data)
+    if args.command == "kinds":
+        from vilbert.demo.kinds import report
+
+        try:
+            print(report(args.data, args.results), end="")
+        except (FileNotFoundError, ValueError, KeyError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 0
     return 0
 
 

@@ -12,7 +12,7 @@ Stages, each the real command line a user would type (printed as it starts; its 
                         RefCOCO+ together) and 9 (retrieval)
     5. evaluate         eval_tasks.py on each task's best checkpoint; eval_retrieval.py for task 9
     6. report           results.md / results.json (task, metric, chance from CHANCE.json, result,
-                        target), training_curves.png, grounding.png
+                        target; VQA and VCR by question kind), training_curves.png, grounding.png
 
 Everything lands under --output (default results/demo): runs/ (checkpoints and logs of each
 training), eval/ (metrics and result files), logs/ (each stage's output and its wall and CPU
@@ -331,6 +331,12 @@ class Pipeline:
                 f"{Path(self.config).name}, text stream from {Path(self.bert).name}, {self.precision}; values in "
                 f"percent.\n\n{table}\n\n| stage | wall s | CPU s |\n|---|---|---|\n{timing}\n"
                 f"| all | {wall:.0f} | {cpu:.0f} |\n")
+        from vilbert.demo.kinds import report as by_kind
+
+        try:  # which questions the model answers from the picture (docs/DEMO.md, "What limits VQA")
+            text += f"\n## VQA and VCR by question kind\n\n{by_kind(self.data, self.out)}"
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"[report] no breakdown by question kind: {exc}", flush=True)
         (self.out / "results.md").write_text(text)
         (self.out / "results.json").write_text(json.dumps({"rows": record, "timings_s": self.timings}, indent=2) + "\n")
         return table
