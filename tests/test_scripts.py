@@ -119,6 +119,20 @@ def test_five_tasks_interleave_keep_their_epochs_and_resume(setup):
     assert_same_weights(weights(run_dir, total), final)
 
 
+def test_a_rerun_trains_the_same_weights(setup):
+    """Retrieval draws its negatives with Python's `random`: in the main process (--num_workers 0)
+    that generator is seeded from --seed too, so a second run is the same run."""
+    finals = []
+    for name in ("first", "second"):
+        flags = ["--bert_model", setup.bert, "--from_pretrained", setup.pretrained, "--tasks", "9",
+                 "--tasks_config", setup.world / "vlbert_tasks.yml", "--output_dir", setup.root / "rerun" / name,
+                 "--save_name", "t", "--num_workers", "0", "--max_steps", "4", "--train_batch_size", "4",
+                 "--val_subset", "2", "--keep_last", "0"]
+        run(python("train_tasks.py", *flags))
+        finals.append(weights(setup.root / "rerun" / name / "RetrievalFlickr30k_t", 4))
+    assert_same_weights(*finals, atol=0.0)
+
+
 def test_eval_tasks_writes_metrics_and_result_files(setup):
     source = setup.root / "five" / "VQA-VCR_Q-A-VCR_QA-R-RetrievalFlickr30k-refcoco+_t" / "checkpoints"
     checkpoint = max(source.iterdir(), key=lambda p: int(p.name.split("-")[1]))
