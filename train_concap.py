@@ -32,10 +32,10 @@ from vilbert.data.concap import (ConcapPaths, ConceptualCaptionsDataset, Missing
                                  make_loader)
 from vilbert.training import (EvalSampler, MetricMeter, Precision, PretrainingObjective, TrainingLogger,
                               TrainSampler, barrier, batches_per_step, broadcast_object, build_optimizer, capture_rng_state,
-                              cleanup_distributed, evaluate, gather_objects, init_distributed, load_training_state,
+                              evaluate, gather_objects, load_training_state,
                               resolve_resume, restore_rng_state, save_checkpoint, to_device, train_step,
                               warmup_linear_schedule, wrap_model)
-from vilbert.training.cli import add_runtime_arguments, check_runtime_arguments
+from vilbert.training.cli import SetupError, add_runtime_arguments, check_runtime_arguments, run_script
 from vilbert.tokenization import load_tokenizer
 from vilbert.training.optim import freeze_text_layers
 
@@ -132,10 +132,6 @@ def bert_initialised_names(model, report) -> list[str]:
     return sorted(names & ours)
 
 
-class DataError(Exception):
-    """The data cannot be used (missing files, too many missing images, bad lines): stop early."""
-
-
 def build_datasets(args, dist) -> tuple[ConceptualCaptionsDataset, ConceptualCaptionsDataset]:
     """Training and validation sets. Rank 0 builds them first (tokenising and filling the cache),
     then the other ranks read the cache; an error on rank 0 stops every rank."""
@@ -157,14 +153,16 @@ def build_datasets(args, dist) -> tuple[ConceptualCaptionsDataset, ConceptualCap
         except (MissingImagesError, FileNotFoundError, ValueError, RuntimeError) as exc:
             error = str(exc)
     error = broadcast_object(error, dist)  # also the barrier: the cache exists now
-    if error:
-        raise DataError(error)
+    if error:  # the data cannot be used (missing files, too many missing images, bad lines): stop early
+        raise SetupError(error)
     return datasets if datasets is not None else build()
 
 
 def main(argv=None) -> int:
-    args = parse_args(argv)
-    dist = init_distributed(args.local_rank, args.device)
+    return run_script("train_concap.py", train, parse_args(argv))
+
+
+def train(args, dist) -> int:
     run_dir = Path(args.output_dir) / args.save_name
     checkpoints_dir = run_dir / "checkpoints"
     resume_dir = resolve_resume(args.resume, checkpoints_dir)
@@ -173,17 +171,11 @@ def main(argv=None) -> int:
     world = dist.world_size
     accumulation = args.gradient_accumulation_steps
     if args.train_batch_size % (world * accumulation):
-        raise SystemExit(f"--train_batch_size {args.train_batch_size} must be divisible by "
+        raise SetupError(f"--train_batch_size {args.train_batch_size} must be divisible by "
                          f"{world} processes x {accumulation} accumulation steps")
     micro_batch = args.train_batch_size // (world * accumulation)
 
-    try:
-        train_set, val_set = build_datasets(args, dist)
-    except DataError as exc:
-        if dist.is_main:
-            print(f"train_concap.py: error: {exc}", file=sys.stderr)
-        cleanup_distributed(dist)
-        return 2
+    train_set, val_set = build_datasets(args, dist)
 
     sampler = TrainSampler(len(train_set), args.train_batch_size, dist.rank, world, seed=args.seed)
     pin = dist.device.type == "cuda"
@@ -297,7 +289,6 @@ def main(argv=None) -> int:
         validate()
         save(epoch, step_in_epoch)
     log.close()
-    cleanup_distributed(dist)
     return 0
 
 

@@ -8,9 +8,10 @@ words: masked-word prediction of a pretraining checkpoint on the Conceptual Capt
   masked, once with "left"/"right", once with the object's colour, and the share of captions where
   the model scores the true word above the others of its group (chance 50, 50, 12.5). Training and
   validation captions apart.
-regions: logistic regressions that read a VQA picture's object's grid row and column (4 classes
-  each) from its region feature, the model's region embedding, and its last visual layer (the
-  question "where is it?"); 3/4 of the objects to fit, 1/4 to score.
+regions: logistic regressions (vilbert.demo.chance.linear_probe, as `python -m vilbert.demo check`)
+  that read a VQA picture's object's grid row and column (4 classes each) from its region feature,
+  the model's region embedding, and its last visual layer (the question "where is it?"); 3/4 of the
+  objects to fit, 1/4 to score.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from vilbert.demo.chance import linear_probe  # noqa: E402
 from vilbert.features import FeatureReader, pad_regions  # noqa: E402
 from vilbert.tokenization import load_tokenizer  # noqa: E402
 
@@ -73,26 +75,6 @@ def word_probe(data: Path, checkpoint: str, bert: str) -> None:
               + ", ".join(f"{k} {100 * np.mean(v):.1f}%" for k, v in hits.items()))
 
 
-def _linear_probe(x: np.ndarray, y: np.ndarray, fit: np.ndarray) -> float:
-    """Accuracy on ~fit of a (lightly L2-regularised) softmax regression fitted on fit."""
-    x = torch.tensor(x, dtype=torch.float32)
-    x = (x - x[fit].mean(0)) / (x[fit].std(0) + 1e-6)
-    y = torch.tensor(y)
-    weight = torch.zeros(x.shape[1], int(y.max()) + 1, requires_grad=True)
-    bias = torch.zeros(int(y.max()) + 1, requires_grad=True)
-    optimizer = torch.optim.LBFGS([weight, bias], max_iter=300)
-
-    def closure():
-        optimizer.zero_grad()
-        loss = torch.nn.functional.cross_entropy(x[fit] @ weight + bias, y[fit]) + 1e-3 * weight.square().sum()
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    with torch.no_grad():
-        return float(((x[~fit] @ weight + bias).argmax(1) == y[~fit]).float().mean())
-
-
 def region_probe(data: Path, checkpoint: str, bert: str) -> None:
     from vilbert.model import ViLBertForVLTasks
 
@@ -115,12 +97,12 @@ def region_probe(data: Path, checkpoint: str, bert: str) -> None:
             rows["last visual layer"].append(visual[0, k + 1].float().numpy())
             grid_row.append(obj["grid_row"])
             grid_col.append(obj["grid_col"])
-    fit = np.arange(len(grid_row)) < int(0.75 * len(grid_row))
+    fit = int(0.75 * len(grid_row))
     for name, x in rows.items():
         x = np.stack(x)
-        print(f"{name}: grid row {100 * _linear_probe(x, np.array(grid_row), fit):.1f}%, "
-              f"grid column {100 * _linear_probe(x, np.array(grid_col), fit):.1f}% "
-              f"({int((~fit).sum())} objects scored; chance 25%)")
+        row, col = (100 * linear_probe(x[:fit], y[:fit], x[fit:], y[fit:], 4)
+                    for y in (np.array(grid_row), np.array(grid_col)))
+        print(f"{name}: grid row {row:.1f}%, grid column {col:.1f}% ({len(x) - fit} objects scored; chance 25%)")
 
 
 def main(argv=None) -> int:

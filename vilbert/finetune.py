@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
@@ -32,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from vilbert.data.collate import TEXT_KEYS, collate, model_inputs
 from vilbert.tasks.config import TaskConfigError
 from vilbert.tasks.registry import Task, build_tasks
+from vilbert.training.cli import SetupError  # the scripts import it from here too
 from vilbert.training import (DistInfo, EvalSampler, Precision, TrainSampler, all_reduce_sum, batches_per_step,
                               broadcast_object, to_device, unwrap_model)
 
@@ -41,10 +41,6 @@ from vilbert.training import (DistInfo, EvalSampler, Precision, TrainSampler, al
 TASK_HEAD_PREFIXES = ("vil_prediction", "vil_logit", "vision_logit", "linguisic_logit",
                       "vil_prediction_gqa", "vil_binary_prediction", "vil_tri_prediction")
 NUM_TASK_TOKENS = 20  # rows of 12-in-1's task-token table (vilbert.model.NUM_TASK_TOKENS)
-
-
-class SetupError(RuntimeError):
-    """A problem found before training or evaluation starts; the message is one line."""
 
 
 def load_tasks(spec, tasks_config: Union[str, Path]) -> dict[int, Task]:
@@ -536,10 +532,3 @@ def save_best(model: torch.nn.Module, directory: Path, record: dict) -> None:
         directory.replace(old)
     tmp.replace(directory)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def fail(script: str, message: str, dist: Optional[DistInfo] = None) -> int:
-    """Print `script: error: message` (rank 0) and return the exit status 2."""
-    if dist is None or dist.is_main:
-        print(f"{script}: error: {message}", file=sys.stderr, flush=True)
-    return 2

@@ -13,9 +13,21 @@ wrapper that turns a setup error into one line on stderr and always tears the pr
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Callable
 
 PRECISIONS = ("bf16", "fp16", "fp32")
+
+
+class SetupError(RuntimeError):
+    """A problem found before training or evaluation starts; the message is one line."""
+
+
+def fail(script: str, message: str, dist=None) -> int:
+    """Print `script: error: message` (rank 0 of `dist`, a DistInfo, if given) and return exit status 2."""
+    if dist is None or dist.is_main:
+        print(f"{script}: error: {message}", file=sys.stderr, flush=True)
+    return 2
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser, group=None, *, fp16_alias: bool = False) -> None:
@@ -43,7 +55,6 @@ def run_script(script: str, body: Callable, args: argparse.Namespace) -> int:
     """Join the process group (torchrun, torch.distributed.launch or a single process), run
     body(args, dist), and leave the group whatever happens. A SetupError (bad flag, file or task)
     ends the run with exit code 2 and one line naming what is wrong."""
-    from vilbert.finetune import SetupError, fail
     from vilbert.training.distributed import cleanup_distributed, init_distributed
 
     dist = init_distributed(args.local_rank, args.device)
