@@ -26,6 +26,7 @@ import torch
 from vilbert.finetune import (SetupError, build_datasets, build_on_main_first, create_precision, load_task_model,
                               load_tasks, metrics_table, retrieval_metrics, retrieval_scores, split_name,
                               task_token_ids, write_metrics)
+from vilbert.training import maybe_compile, should_compile
 from vilbert.training.cli import add_runtime_arguments, run_script
 
 
@@ -73,11 +74,13 @@ def evaluate(args, dist) -> int:
                             task_specific_tokens=args.task_specific_tokens, log=lambda m: None,
                             required=["alignment_head" if args.zero_shot else "vil_logit"])
     model.to(dist.device).eval()
+    maybe_compile(model, args.compile, dist.device)
     precision = create_precision(args.precision, dist.device)
     token = task_token_ids(task) if model.config.task_specific_tokens else None
     if dist.is_main:
         print(f"{task.name} {split}: {dataset.num_captions} captions x {dataset.num_images} images"
-              + (" (zero-shot)" if args.zero_shot else ""), file=sys.stderr)
+              + (" (zero-shot)" if args.zero_shot else "")
+              + ("; compiled" if should_compile(args.compile, dist.device) else ""), file=sys.stderr)
     scores = retrieval_scores(model, dataset, precision=precision, dist=dist, zero_shot=args.zero_shot,
                               batch_size=args.batch_size or task.config.eval_batch_size, task_token=token,
                               progress=True)  # (captions, images)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from vilbert.finetune import (SetupError, build_datasets, build_on_main_first, create_precision, evaluate_task,
                               load_task_model, load_tasks, make_loader, metrics_table, split_name, write_metrics)
-from vilbert.training import EvalSampler
+from vilbert.training import EvalSampler, maybe_compile
 from vilbert.training.cli import add_runtime_arguments, run_script
 
 
@@ -64,6 +64,7 @@ def evaluate(args, dist) -> int:
             raise SetupError(f"{args.from_pretrained}: its classifier has {model.num_labels} answers, but task "
                              f"{task_id} ({task.name}) has {labels}: not a checkpoint finetuned on this task")
     model.to(dist.device).eval()
+    maybe_compile(model, args.compile, dist.device)
     precision = create_precision(args.precision, dist.device)
     split = args.split or "val"
     output_dir = Path(args.output_dir)

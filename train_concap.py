@@ -32,8 +32,8 @@ from vilbert.data.concap import (ConcapPaths, ConceptualCaptionsDataset, Missing
                                  make_loader)
 from vilbert.training import (EvalSampler, MetricMeter, Precision, PretrainingObjective, TrainingLogger,
                               TrainSampler, barrier, batches_per_step, broadcast_object, build_optimizer, capture_rng_state,
-                              evaluate, gather_objects, load_training_state,
-                              resolve_resume, restore_rng_state, save_checkpoint, to_device, train_step,
+                              evaluate, gather_objects, load_training_state, maybe_compile,
+                              resolve_resume, restore_rng_state, save_checkpoint, should_compile, to_device, train_step,
                               warmup_linear_schedule, wrap_model)
 from vilbert.training.cli import SetupError, add_runtime_arguments, check_runtime_arguments, run_script
 from vilbert.tokenization import load_tokenizer
@@ -194,6 +194,7 @@ def train(args, dist) -> int:
         bert_names = list(state["bert_initialised_names"])
     frozen = freeze_text_layers(model, args.freeze)
     model.to(dist.device)
+    maybe_compile(model, args.compile, dist.device)  # in place: parameter names and checkpoints unchanged
     optimizer = build_optimizer(model, args.learning_rate, args.weight_decay,
                                 scaled_lr={name: args.bert_lr_scale for name in bert_names}, eps=args.adam_epsilon)
     scheduler = warmup_linear_schedule(optimizer, int(args.warmup_proportion * total_steps), total_steps)
@@ -218,9 +219,10 @@ def train(args, dist) -> int:
         torch.manual_seed(args.seed + dist.rank)
 
     log = TrainingLogger(run_dir / "logs", is_main=dist.is_main, total_steps=total_steps, initial_step=step)
+    compiled = ", compiled" if should_compile(args.compile, dist.device) else ""
     log.info(f"{len(train_set)} training and {len(val_set)} validation captions; {world} process(es) on "
-             f"{dist.device}, {precision.mode}; global batch {args.train_batch_size} = {world} x {accumulation} x "
-             f"{micro_batch}; {steps_per_epoch} steps/epoch, {total_steps} steps"
+             f"{dist.device}, {precision.mode}{compiled}; global batch {args.train_batch_size} = {world} x "
+             f"{accumulation} x {micro_batch}; {steps_per_epoch} steps/epoch, {total_steps} steps"
              + (f"; resumed from {resume_dir} at step {step}" if resume_dir else "")
              + (f"; {len(bert_names)} BERT-initialised tensors at {args.bert_lr_scale:g}x lr" if bert_names else "")
              + (f"; {len(frozen)} tensors frozen" if frozen else ""))

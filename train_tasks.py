@@ -31,8 +31,9 @@ from vilbert.finetune import (SetupError, TaskRun, build_datasets, build_on_main
                               load_tasks, metrics_table, next_task, primary_metric, run_directory, save_best,
                               task_head_learning_rates, write_metrics)
 from vilbert.training import (MetricMeter, TrainingLogger, barrier, build_optimizer, capture_rng_state,
-                              gather_objects, load_training_state, resolve_resume, restore_rng_state, save_checkpoint,
-                              to_device, train_step, unwrap_model, warmup_linear_schedule, wrap_model)
+                              gather_objects, load_training_state, maybe_compile, resolve_resume, restore_rng_state,
+                              save_checkpoint, should_compile, to_device, train_step, unwrap_model,
+                              warmup_linear_schedule, wrap_model)
 from vilbert.training.cli import add_runtime_arguments, check_runtime_arguments, run_script
 from vilbert.training.optim import freeze_text_layers
 
@@ -140,6 +141,7 @@ def train(args, dist) -> int:
             log.info(f"--vil_logit_init alignment: {args.from_pretrained} has no alignment head; vil_logit starts fresh")
     frozen = freeze_text_layers(model, args.freeze)
     model.to(dist.device)
+    maybe_compile(model, args.compile, dist.device)  # in place: parameter names and checkpoints unchanged
 
     runs = [TaskRun(task, train_sets[task_id], val_sets[task_id],
                     global_batch=args.train_batch_size or task.config.batch_size,
@@ -183,7 +185,8 @@ def train(args, dist) -> int:
                  f"{len(run.val_set)} validation items ({run.task.config.val_split}); global batch "
                  f"{run.sampler.global_batch_size} = {dist.world_size} x {run.accumulation} x {run.micro_batch}; "
                  f"{run.steps_per_epoch} steps/epoch x {run.num_epochs:g} epochs; loss scale {run.task.loss_scale:g}")
-    log.info(f"{total_steps} steps in all on {dist.world_size} process(es), {dist.device}, {precision.mode}; "
+    compiled = ", compiled" if should_compile(args.compile, dist.device) else ""
+    log.info(f"{total_steps} steps in all on {dist.world_size} process(es), {dist.device}, {precision.mode}{compiled}; "
              f"lr {args.learning_rate:g} (heads {args.head_learning_rate:g})"
              + (f"; resumed from {resume_dir} at step {step}" if resume_dir else "")
              + (f"; {len(frozen)} tensors frozen" if frozen else ""))

@@ -410,3 +410,78 @@ def test_bf16_autocast_runs_and_stays_close():
     assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
     torch.testing.assert_close(out.loss, reference.loss, atol=0.05, rtol=0.02)
     assert torch.isfinite(tasks.vil_prediction).all()
+
+
+@pytest.mark.parametrize("task_tokens", [False, True])
+def test_packed_text_training_equals_padded(monkeypatch, task_tokens):
+    # Training on a CPU runs the text stream on its real tokens only (TokenPacking); every output
+    # and gradient at real positions must equal the padded computation.
+    torch.manual_seed(0)
+    config = tiny_config(task_specific_tokens=task_tokens)
+    model = ViLBertForVLTasks(config, num_labels=5, dropout_prob=0.0)
+    model.vil_prediction.dropout.p = 0.0
+    inputs = random_inputs(config, batch=4, tokens=9, regions=6)
+    inputs["attention_mask"][2, 3:] = 0
+    inputs["input_ids"][2, 3:] = 0
+    if task_tokens:
+        inputs["task_tokens"] = torch.tensor([1, 2, 3, 4])
+    real = model.vilbert._real_tokens(inputs["attention_mask"], inputs["input_ids"]).bool()
+    model.train()
+
+    def run():
+        model.zero_grad()
+        out = model(**inputs)
+        loss = out.vil_prediction.sum() + out.vil_logit.sum() + out.vision_logit.masked_fill(out.vision_logit < -1000, 0).sum() \
+            + out.linguisic_logit[real].sum()
+        loss.backward()
+        return out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    calls = []
+    original = type(model.vilbert)._text_packing
+    monkeypatch.setattr(type(model.vilbert), "_text_packing", lambda self, r: calls.append(1) or original(self, r))
+    packed, packed_grads = run()
+    assert calls and model.vilbert._text_packing(real.long()) is not None  # the packed path ran
+    monkeypatch.setattr(type(model.vilbert), "_text_packing", lambda self, r: None)
+    padded, padded_grads = run()
+    for name in ("vil_prediction", "vil_logit", "vision_logit"):
+        torch.testing.assert_close(getattr(packed, name), getattr(padded, name), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(packed.linguisic_logit[real], padded.linguisic_logit[real], rtol=1e-5, atol=1e-6)
+    assert packed_grads.keys() == padded_grads.keys()
+    for name, grad in packed_grads.items():
+        torch.testing.assert_close(grad, padded_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_no_packing_in_evaluation_or_without_padding():
+    config = tiny_config()
+    model = ViLBertModel(config)
+    inputs = random_inputs(config, batch=2, tokens=5, regions=3)
+    real = inputs["attention_mask"]
+    model.train()
+    assert model._text_packing(real) is not None
+    assert model._text_packing(torch.ones_like(real)) is None  # nothing to pack
+    model.eval()
+    assert model._text_packing(real) is None
+
+
+def test_cpu_bf16_attention_is_spelled_out_and_matches_fp32():
+    # On a CPU in bf16, Attention computes softmax(QK^T + mask) V itself (SDPA's CPU kernel is
+    # 4-6x slower there); it must agree with the fp32 SDPA path within bf16 rounding and keep
+    # padding keys out.
+    from vilbert.model import Attention, additive_mask
+
+    torch.manual_seed(0)
+    attention = Attention(32, 24, 32, 4, dropout=0.0)
+    queries, keys = torch.randn(3, 5, 32), torch.randn(3, 7, 24)
+    real = torch.ones(3, 7)
+    real[0, 4:] = 0
+    mask = additive_mask(real)
+    reference, _ = attention(queries, keys, mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low, probs = attention(queries, keys, mask)
+    assert low.dtype == torch.bfloat16 and probs is None
+    torch.testing.assert_close(low.float(), reference, rtol=0.05, atol=0.02)
+    keys_changed = keys.clone()
+    keys_changed[0, 4:] = 100.0  # padding keys must not matter
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        again, _ = attention(queries, keys_changed, mask)
+    torch.testing.assert_close(again[0], low[0])

@@ -182,6 +182,21 @@ def test_eval_retrieval_zero_shot_and_finetuned(setup):
     assert bad.returncode == 2 and "no trained vil_logit" in bad.stderr.strip().splitlines()[-1]
 
 
+def test_eval_retrieval_compiled_gives_the_eager_scores(setup):
+    """--compile on (forced on the CPU; auto compiles on CUDA only): zero-shot retrieval reaches the
+    compiled encoder through unwrap_model and model.vilbert(..., text_prefix=...), with one caption
+    against all images and captions of different lengths, and scores every pair as the eager model."""
+    flags = ["--zero_shot", "--bert_model", setup.bert, "--from_pretrained", setup.pretrained, "--tasks", "9",
+             "--tasks_config", setup.tasks, "--device", "cpu"]
+    scores = {}
+    for mode in ("off", "on"):
+        out = setup.root / f"compile_{mode}"
+        result = run(python("eval_retrieval.py", *flags, "--compile", mode, "--output_dir", out))
+        assert ("; compiled" in result.stderr) == (mode == "on")
+        scores[mode] = np.load(out / "test_RetrievalFlickr30k_zero_shot_scores.npy")
+    np.testing.assert_allclose(scores["on"], scores["off"], rtol=1e-4, atol=1e-5)
+
+
 # In-process checks of the library pieces.
 
 def _tiny(model_class, config_path, **kwargs):

@@ -1,6 +1,7 @@
 """Unit tests of the shared training machinery (vilbert/training): optimizer groups, schedule,
 samplers, train_step's global-batch averaging, metric syncing, evaluation, checkpoints, precision."""
 
+import copy
 import os
 import random
 from dataclasses import dataclass
@@ -310,3 +311,24 @@ def test_precision_modes():
         y = layer(torch.randn(2, 4))
     assert y.dtype == torch.bfloat16
     assert bf16.state_dict() == {}
+
+
+def test_fused_adamw_is_chosen_and_matches_foreach():
+    from vilbert.training.optim import can_fuse
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.LayerNorm(5), torch.nn.Linear(5, 2))
+    twin = copy.deepcopy(model)
+    fused = build_optimizer(model, lr=1e-2)
+    assert fused.defaults["fused"] and can_fuse(fused.param_groups)
+    plain = torch.optim.AdamW(parameter_groups(twin, lr=1e-2), lr=1e-2, betas=(0.9, 0.98), eps=1e-8,
+                              weight_decay=0.01, foreach=True)
+    for _ in range(5):
+        x = torch.randn(4, 6)
+        for m, opt in ((model, fused), (twin, plain)):
+            m(x).square().sum().backward()
+            opt.step()
+            opt.zero_grad()
+    for a, b in zip(model.parameters(), twin.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert not can_fuse([{"params": [torch.nn.Parameter(torch.zeros(2, dtype=torch.float64))]}])

@@ -44,6 +44,37 @@ def fuse(pooled_t: torch.Tensor, pooled_v: torch.Tensor, method: str) -> torch.T
     return pooled_t * pooled_v if method == "mul" else pooled_t + pooled_v
 
 
+@dataclass
+class TokenPacking:
+    """Where the real (unpadded) tokens of a (B, T) batch sit, so that the position-wise work of a
+    stream (projections, feed-forward, LayerNorm: nearly all of its FLOPs) runs on the N real
+    tokens only, as (N, size) rows; attention pads them back to (B, T) for its own step.
+
+    Captions in a batch are padded to the longest: in the demo's pretraining batches 52% of the
+    text positions are real. Every position-wise operation is row by row, so the real rows come out
+    as in the padded run (up to float rounding); padding rows are never computed and read back as
+    zeros (`pad`).
+    """
+
+    index: torch.Tensor  # (N,) positions of the real tokens in the flattened (B * T)
+    batch: int
+    length: int
+
+    @classmethod
+    def from_mask(cls, mask: torch.Tensor) -> "TokenPacking":
+        """mask (B, T), nonzero = a real token."""
+        return cls(mask.reshape(-1).nonzero().squeeze(1), mask.shape[0], mask.shape[1])
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, size) -> (N, size)."""
+        return x.reshape(-1, x.shape[-1]).index_select(0, self.index)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, size) -> (B, T, size), zeros at the padding."""
+        out = x.new_zeros(self.batch * self.length, x.shape[-1])
+        return out.index_copy(0, self.index, x).view(self.batch, self.length, -1)
+
+
 class Attention(nn.Module):
     """Multi-head attention of one stream's queries over a stream's keys and values.
 
@@ -60,28 +91,39 @@ class Attention(nn.Module):
         self.key = nn.Linear(key_size, inner_size)
         self.value = nn.Linear(key_size, inner_size)
 
-    def forward(self, queries, keys, mask, output_attentions: bool = False):
-        """queries (B, Tq, query_size), keys (B, Tk, key_size), mask (B, 1, 1, Tk) additive.
+    def forward(self, queries, keys, mask, output_attentions: bool = False,
+                query_packing: Optional[TokenPacking] = None, key_packing: Optional[TokenPacking] = None):
+        """queries (B, Tq, query_size), keys (B, Tk, key_size), mask (B, 1, 1, Tk) additive; a stream
+        given with its TokenPacking comes as (N, size) rows of its real tokens instead.
 
-        Returns the context (B, Tq, inner_size) and, when asked, the attention probabilities
-        (B, H, Tq, Tk) before dropout (else None).
+        Returns the context (B, Tq, inner_size), or (N, inner_size) for packed queries, and, when
+        asked, the attention probabilities (B, H, Tq, Tk) before dropout (else None).
         """
-        B, Tq, _ = queries.shape
-        Tk = keys.shape[1]
-        q = self.query(queries).view(B, Tq, self.num_heads, self.head_size).transpose(1, 2)  # (B, H, Tq, hs)
-        k = self.key(keys).view(B, Tk, self.num_heads, self.head_size).transpose(1, 2)  # (B, H, Tk, hs)
-        v = self.value(keys).view(B, Tk, self.num_heads, self.head_size).transpose(1, 2)  # (B, H, Tk, hs)
+        q, k, v = self.query(queries), self.key(keys), self.value(keys)  # projections on real rows only
+        if query_packing is not None:
+            q = query_packing.pad(q)
+        if key_packing is not None:
+            k, v = key_packing.pad(k), key_packing.pad(v)
+        B, Tq, Tk = q.shape[0], q.shape[1], k.shape[1]
+        q = q.view(B, Tq, self.num_heads, self.head_size).transpose(1, 2)  # (B, H, Tq, hs)
+        k = k.view(B, Tk, self.num_heads, self.head_size).transpose(1, 2)  # (B, H, Tk, hs)
+        v = v.view(B, Tk, self.num_heads, self.head_size).transpose(1, 2)  # (B, H, Tk, hs)
         mask = mask.to(q.dtype)  # SDPA wants the mask in the queries' dtype (bf16/fp16 under autocast)
         dropout = self.dropout if self.training else 0.0
-        if output_attentions:
-            # Spelled out so the probabilities can be returned for visualisation.
+        # Spelled out when the probabilities are asked for (visualisation), and on a CPU in bf16/fp16:
+        # there SDPA's fused CPU kernel takes 4-6x longer (forward + backward) than these three ops at
+        # this model's shapes, while in fp32 it is as fast or faster (docs/PERFORMANCE.md).
+        if output_attentions or (q.device.type == "cpu" and q.dtype != torch.float32):
             scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_size) + mask  # (B, H, Tq, Tk)
             probs = scores.softmax(dim=-1)
             context = F.dropout(probs, dropout, self.training) @ v
+            probs = probs if output_attentions else None
         else:
             probs = None
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         context = context.transpose(1, 2).reshape(B, Tq, self.num_heads * self.head_size)
+        if query_packing is not None:
+            context = query_packing.pack(context)
         return context, probs
 
 
@@ -130,9 +172,10 @@ class TransformerLayer(nn.Module):
         return cls(c.v_hidden_size, c.v_num_attention_heads, c.v_intermediate_size, c.v_hidden_act,
                    c.v_hidden_dropout_prob, c.v_attention_probs_dropout_prob, c.layer_norm_eps)
 
-    def forward(self, x, mask, output_attentions: bool = False):
-        """x (B, L, size), mask (B, 1, 1, L) additive -> (B, L, size), probs (B, H, L, L) or None."""
-        context, probs = self.attention(x, x, mask, output_attentions)
+    def forward(self, x, mask, output_attentions: bool = False, packing: Optional[TokenPacking] = None):
+        """x (B, L, size), mask (B, 1, 1, L) additive -> (B, L, size), probs (B, H, L, L) or None.
+        With a packing, x and the result are (N, size) rows of the real tokens."""
+        context, probs = self.attention(x, x, mask, output_attentions, packing, packing)
         x = self.attention_output(context, x)
         return self.feed_forward(x), probs
 
@@ -159,14 +202,18 @@ class CoAttentionBlock(nn.Module):
         self.text_feed_forward = FeedForward(c.hidden_size, c.intermediate_size, c.hidden_act,
                                              c.hidden_dropout_prob, eps)
 
-    def forward(self, visual, visual_mask, text, text_mask, output_attentions: bool = False):
-        """visual (B, R, v_hidden), text (B, T, hidden), masks additive (B, 1, 1, R) / (B, 1, 1, T).
+    def forward(self, visual, visual_mask, text, text_mask, output_attentions: bool = False,
+                text_packing: Optional[TokenPacking] = None):
+        """visual (B, R, v_hidden), text (B, T, hidden) or, with text_packing, (N, hidden) rows of
+        the real tokens; masks additive (B, 1, 1, R) / (B, 1, 1, T).
 
-        Returns visual (B, R, v_hidden), text (B, T, hidden) and, when asked, the probabilities of
+        Returns visual (B, R, v_hidden), text (as given) and, when asked, the probabilities of
         visual queries over text (B, H, R, T) and of text queries over regions (B, H, T, R).
         """
-        visual_context, visual_to_text = self.visual_attention(visual, text, text_mask, output_attentions)
-        text_context, text_to_visual = self.text_attention(text, visual, visual_mask, output_attentions)
+        visual_context, visual_to_text = self.visual_attention(visual, text, text_mask, output_attentions,
+                                                               key_packing=text_packing)
+        text_context, text_to_visual = self.text_attention(text, visual, visual_mask, output_attentions,
+                                                           query_packing=text_packing)
         visual = self.visual_feed_forward(self.visual_attention_output(visual_context, visual))
         text = self.text_feed_forward(self.text_attention_output(text_context, text))
         return visual, text, visual_to_text, text_to_visual
@@ -434,26 +481,44 @@ class ViLBertModel(ViLBertPreTrainedModel):
         self.num_prefix_layers = c.t_biattention_id[0] if c.t_biattention_id else c.num_hidden_layers
         self.apply(self._init_weights)
 
-    def _run_layers(self, layers, start, end, num_fixed, x, mask, attentions: Optional[list]):
+    def _run_layers(self, layers, start, end, num_fixed, x, mask, attentions: Optional[list],
+                    packing: Optional[TokenPacking] = None):
         for i in range(start, end):
             # Layers below fixed_*_layer run without gradient (the originals' --freeze).
             with torch.set_grad_enabled(torch.is_grad_enabled() and i >= num_fixed):
-                x, probs = layers[i](x, mask, attentions is not None)
+                x, probs = layers[i](x, mask, attentions is not None, packing)
             if attentions is not None:
                 attentions.append(probs)
         return x
 
-    def _text_mask(self, attention_mask, input_ids):
+    def _real_tokens(self, attention_mask, input_ids):
+        """(B, T) 1 = real token, the task token (12-in-1) included."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if self.config.task_specific_tokens:  # the task token after [CLS] is always attended to
             attention_mask = torch.cat([attention_mask[:, :1], torch.ones_like(attention_mask[:, :1]), attention_mask[:, 1:]], 1)
-        return additive_mask(attention_mask)
+        return attention_mask
 
-    def _encode_text_prefix(self, input_ids, token_type_ids, task_tokens, text_mask, attentions):
-        text = self.text_embeddings(input_ids, token_type_ids, task_tokens)
+    def _text_mask(self, attention_mask, input_ids):
+        return additive_mask(self._real_tokens(attention_mask, input_ids))
+
+    def _text_packing(self, real: torch.Tensor) -> Optional[TokenPacking]:
+        """Pack the text stream to its real tokens (TokenPacking) when training on a CPU and the batch
+        has padding: the text layers' work falls with the padding (the demo's pretraining step:
+        about 1.4x faster). Not on a GPU (finding the real tokens is a host sync there, and a
+        graph break under torch.compile), nor in evaluation, whose outputs at padding positions
+        stay those of the originals' code."""
+        if not self.training or real.device.type != "cpu" or torch.compiler.is_compiling() or bool(real.all()):
+            return None
+        return TokenPacking.from_mask(real)
+
+    def _encode_text_prefix(self, input_ids, token_type_ids, task_tokens, text_mask, attentions,
+                            packing: Optional[TokenPacking] = None):
+        text = self.text_embeddings(input_ids, token_type_ids, task_tokens)  # (B, T, hidden)
+        if packing is not None:
+            text = packing.pack(text)  # (N, hidden)
         return self._run_layers(self.text_layers, 0, self.num_prefix_layers, self.config.fixed_t_layer,
-                                text, text_mask, attentions)
+                                text, text_mask, attentions, packing)
 
     def encode_text_prefix(self, input_ids, token_type_ids=None, attention_mask=None, task_tokens=None):
         """Embeddings + the text layers before the first co-attention block: (B, T, hidden_size).
@@ -475,20 +540,25 @@ class ViLBertModel(ViLBertPreTrainedModel):
         c = self.config
         if image_attention_mask is None:
             image_attention_mask = torch.ones(image_feat.shape[:2], dtype=torch.long, device=image_feat.device)
+        packing = None
         if text_prefix is not None and input_ids is None and attention_mask is None:
             text_mask = additive_mask(torch.ones(text_prefix.shape[:2], device=text_prefix.device))
         else:
-            text_mask = self._text_mask(attention_mask, input_ids)  # (B, 1, 1, T)
+            real_tokens = self._real_tokens(attention_mask, input_ids)
+            text_mask = additive_mask(real_tokens)  # (B, 1, 1, T)
+            if text_prefix is None and not output_attentions:
+                packing = self._text_packing(real_tokens)
         visual_mask = additive_mask(image_attention_mask)  # (B, 1, 1, R)
         attentions = dict(text=[], visual=[], text_to_visual=[], visual_to_text=[]) if output_attentions else None
         get = (lambda key: attentions[key]) if attentions is not None else (lambda key: None)
 
         if text_prefix is None:
-            text = self._encode_text_prefix(input_ids, token_type_ids, task_tokens, text_mask, get("text"))
+            # (B, T, hidden), or (N, hidden) rows of the real tokens when packed
+            text = self._encode_text_prefix(input_ids, token_type_ids, task_tokens, text_mask, get("text"), packing)
         else:
             text = text_prefix
         visual = self.region_embeddings(image_feat, image_loc)  # (B, R, v_hidden)
-        if text.shape[0] != visual.shape[0]:  # one caption against many images (fast_mode)
+        if packing is None and text.shape[0] != visual.shape[0]:  # one caption against many images (fast_mode)
             text = text.expand(visual.shape[0], -1, -1)
             text_mask = text_mask.expand(visual.shape[0], -1, -1, -1)
 
@@ -497,9 +567,9 @@ class ViLBertModel(ViLBertPreTrainedModel):
             visual = self._run_layers(self.visual_layers, visual_start, visual_end, c.fixed_v_layer,
                                       visual, visual_mask, get("visual"))
             text = self._run_layers(self.text_layers, text_start, text_end, c.fixed_t_layer,
-                                    text, text_mask, get("text"))
+                                    text, text_mask, get("text"), packing)
             if c.with_coattention:
-                visual, text, v2t, t2v = block(visual, visual_mask, text, text_mask, output_attentions)
+                visual, text, v2t, t2v = block(visual, visual_mask, text, text_mask, output_attentions, packing)
                 if attentions is not None:
                     attentions["visual_to_text"].append(v2t)
                     attentions["text_to_visual"].append(t2v)
@@ -507,7 +577,9 @@ class ViLBertModel(ViLBertPreTrainedModel):
         visual = self._run_layers(self.visual_layers, visual_start, c.v_num_hidden_layers, c.fixed_v_layer,
                                   visual, visual_mask, get("visual"))
         text = self._run_layers(self.text_layers, text_start, c.num_hidden_layers, c.fixed_t_layer,
-                                text, text_mask, get("text"))
+                                text, text_mask, get("text"), packing)
+        if packing is not None:
+            text = packing.pad(text)  # (B, T, hidden), zeros at the padding
 
         pooled_t = F.relu(self.text_pooler(text[:, 0]))  # [CLS]
         pooled_v = F.relu(self.visual_pooler(visual[:, 0]))  # the global region

@@ -1,6 +1,7 @@
 """Training machinery shared by pretraining (train_concap.py) and finetuning (train_tasks.py).
 
     distributed   init_distributed, DistInfo, wrap_model, unwrap_model, all_reduce_sum, barrier, ...
+    compile       maybe_compile, should_compile (torch.compile of the encoder, in place: --compile)
     sampler       TrainSampler (global batches sharded over ranks, resumable), EvalSampler
     optim         parameter_groups, build_optimizer (AdamW), warmup_linear_schedule
     precision     Precision (autocast + GradScaler for fp16)
@@ -12,7 +13,8 @@
 A training script, top to bottom:
 
     dist = init_distributed(args.local_rank)
-    model = wrap_model(model.to(dist.device), dist)
+    model = maybe_compile(model.to(dist.device), args.compile, dist.device)
+    model = wrap_model(model, dist)
     optimizer = build_optimizer(unwrap_model(model), lr, scaled_lr=bert_names)
     scheduler = warmup_linear_schedule(optimizer, warmup_steps, total_steps)
     precision = Precision.create(args.precision, dist.device)
@@ -30,6 +32,7 @@ from .checkpoint import (
     restore_rng_state,
     save_checkpoint,
 )
+from .compile import maybe_compile, should_compile
 from .distributed import (
     DistInfo,
     all_reduce_sum,
@@ -52,7 +55,7 @@ __all__ = [
     "DistInfo", "EvalSampler", "MetricMeter", "ModelLossObjective", "Precision", "PretrainingObjective",
     "StepOutput", "TrainSampler", "TrainingLogger", "all_reduce_sum", "barrier", "batches_per_step",
     "broadcast_object", "build_optimizer", "capture_rng_state", "cleanup_distributed", "evaluate",
-    "find_latest_checkpoint", "gather_objects", "init_distributed", "load_training_state",
-    "parameter_groups", "resolve_resume", "restore_rng_state", "save_checkpoint", "to_device",
+    "find_latest_checkpoint", "gather_objects", "init_distributed", "load_training_state", "maybe_compile",
+    "parameter_groups", "resolve_resume", "restore_rng_state", "save_checkpoint", "should_compile", "to_device",
     "train_step", "unwrap_model", "warmup_linear_schedule", "wrap_model",
 ]

@@ -16,6 +16,8 @@ import argparse
 import sys
 from typing import Callable
 
+from vilbert.training.compile import COMPILE_MODES
+
 PRECISIONS = ("bf16", "fp16", "fp32")
 
 
@@ -31,7 +33,7 @@ def fail(script: str, message: str, dist=None) -> int:
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser, group=None, *, fp16_alias: bool = False) -> None:
-    """--precision (and --fp16, the originals' flag, where asked), --device, and the hidden
+    """--precision (and --fp16, the originals' flag, where asked), --device, --compile, and the hidden
     --local_rank / --local-rank that `python -m torch.distributed.launch` passes (the spelling
     depends on the torch version; torchrun passes LOCAL_RANK in the environment instead)."""
     group = group if group is not None else parser
@@ -40,6 +42,9 @@ def add_runtime_arguments(parser: argparse.ArgumentParser, group=None, *, fp16_a
     if fp16_alias:
         group.add_argument("--fp16", action="store_true", help="alias of --precision fp16")
     group.add_argument("--device", choices=("cuda", "cpu"), default=None, help="default: cuda when available")
+    group.add_argument("--compile", choices=COMPILE_MODES, default="auto",
+                       help="torch.compile the encoder; auto: on CUDA devices only (on a CPU the compile time "
+                            "dominates short runs and buys little for this model's small shapes on a few cores)")
     parser.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=-1, help=argparse.SUPPRESS)
 
 

@@ -17,6 +17,8 @@ originals' `--fp16` called an undefined function (REFERENCE 7), here it is an al
 from __future__ import annotations
 
 import contextlib
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -77,3 +79,59 @@ class Precision:
     def load_state_dict(self, state: dict) -> None:
         if self.scaler is not None and state:
             self.scaler.load_state_dict(state)
+
+
+def time_train_step(step: Callable[[], None], repeats: int = 3) -> float:
+    """Best wall time (seconds) of `step()` over `repeats` runs, after one warm-up run."""
+    step()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        step()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def cpu_has_native(mode: str) -> bool:
+    """Whether oneDNN computes `mode` ("bf16" or "fp16") natively on this CPU (else it emulates it,
+    far slower than fp32)."""
+    try:
+        check = {"bf16": torch.ops.mkldnn._is_mkldnn_bf16_supported,
+                 "fp16": torch.ops.mkldnn._is_mkldnn_fp16_supported}[mode]
+        return bool(torch.backends.mkldnn.is_available() and check())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def cpu_step_seconds(module: torch.nn.Module, make_inputs: Callable[[], tuple], mode: str, repeats: int = 3) -> float:
+    """Best time of a forward + backward of `module` on the CPU under `mode`'s autocast."""
+    module = module.cpu().train()
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[mode]
+
+    def run():
+        inputs = make_inputs()
+        with torch.autocast("cpu", dtype=dtype, enabled=mode != "fp32"):
+            out = module(*inputs)
+        out = out[0] if isinstance(out, tuple) else out
+        out.float().sum().backward()
+        module.zero_grad(set_to_none=True)
+
+    return time_train_step(run, repeats)
+
+
+def cpu_precision(module: torch.nn.Module, make_inputs: Callable[[], tuple], min_speedup: float = 1.15) -> str:
+    """"bf16" where oneDNN computes bf16 natively on this CPU and bf16 autocast trains `module`
+    at least `min_speedup` times faster than fp32 (a few forward + backward passes, about a
+    second), else "fp32".
+
+    Flags alone do not tell. Measured on the demo model's pretraining step (docs/PERFORMANCE.md):
+    on a 2-core AMD EPYC (AVX512-BF16) bf16 is 1.9x faster than fp32. On a 2-core Intel Xeon VM
+    whose hypervisor hides AMX (no amx_* in /proc/cpuinfo; AVX512-BF16 present) oneDNN's bf16 GEMM
+    runs at about 160 GFLOP/s against 290 for MKL's fp32, and bf16 training is 1.5x slower than
+    fp32. (fp16 autocast is no faster than fp32 there either, AVX512-FP16 notwithstanding.)
+    """
+    if not cpu_has_native("bf16"):
+        return "fp32"
+    fp32 = cpu_step_seconds(module, make_inputs, "fp32")
+    bf16 = cpu_step_seconds(module, make_inputs, "bf16")
+    return "bf16" if fp32 / bf16 >= min_speedup else "fp32"
