@@ -485,3 +485,31 @@ def test_cpu_bf16_attention_is_spelled_out_and_matches_fp32():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         again, _ = attention(queries, keys_changed, mask)
     torch.testing.assert_close(again[0], low[0])
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_pooled_heads_skip_the_last_layers_rows_and_give_the_same_outputs(training):
+    # VQA / VCR / retrieval read only the pooled vectors: the last text and visual layers then
+    # compute position 0 alone. The pooled heads must not change (nor their gradients).
+    torch.manual_seed(0)
+    config = tiny_config()
+    model = ViLBertForVLTasks(config, num_labels=5, dropout_prob=0.0)
+    model.vil_prediction.dropout.p = 0.0
+    model.train(training)
+    inputs = random_inputs(config, batch=4, tokens=9, regions=6)
+    inputs["attention_mask"][2, 3:] = 0
+
+    def run(heads):
+        model.zero_grad()
+        out = model(**inputs, heads=heads)
+        (out.vil_prediction.sum() + out.vil_logit.sum()).backward()
+        return out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    pooled, pooled_grads = run({"vil_prediction", "vil_logit"})
+    full, full_grads = run({"vil_prediction", "vil_logit", "vision_logit", "linguisic_logit"})
+    torch.testing.assert_close(pooled.vil_prediction, full.vil_prediction, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(pooled.vil_logit, full.vil_logit, rtol=1e-5, atol=1e-6)
+    for name, grad in full_grads.items():
+        torch.testing.assert_close(pooled_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+    base = model.vilbert(**inputs, pooled_only_t=True, pooled_only_v=True)
+    assert base.sequence_output_t.shape[1] == 1 and base.sequence_output_v.shape[1] == 1

@@ -429,7 +429,7 @@ def _pair_scores(model, inputs: dict, text_prefix: torch.Tensor, zero_shot: bool
     # run the MLM decoder over every token, which costs more than the encoder). Label 0 = aligned.
     from vilbert.model import fuse
 
-    out = model.vilbert(**inputs, text_prefix=text_prefix)
+    out = model.vilbert(**inputs, text_prefix=text_prefix, pooled_only_t=True, pooled_only_v=True)
     pooled = fuse(out.pooled_output_t, out.pooled_output_v, model.config.fusion_method)
     return model.alignment_head(pooled).float().softmax(dim=-1)[:, 0]
 

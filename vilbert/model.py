@@ -172,12 +172,14 @@ class TransformerLayer(nn.Module):
         return cls(c.v_hidden_size, c.v_num_attention_heads, c.v_intermediate_size, c.v_hidden_act,
                    c.v_hidden_dropout_prob, c.v_attention_probs_dropout_prob, c.layer_norm_eps)
 
-    def forward(self, x, mask, output_attentions: bool = False, packing: Optional[TokenPacking] = None):
+    def forward(self, x, mask, output_attentions: bool = False, packing: Optional[TokenPacking] = None,
+                first_only: bool = False):
         """x (B, L, size), mask (B, 1, 1, L) additive -> (B, L, size), probs (B, H, L, L) or None.
-        With a packing, x and the result are (N, size) rows of the real tokens."""
-        context, probs = self.attention(x, x, mask, output_attentions, packing, packing)
-        x = self.attention_output(context, x)
-        return self.feed_forward(x), probs
+        With a packing, x and the result are (N, size) rows of the real tokens. first_only: only
+        position 0 is computed (its query attends to every position): -> (B, 1, size)."""
+        queries = x[:, :1] if first_only else x
+        context, probs = self.attention(queries, x, mask, output_attentions, packing, packing)
+        return self.feed_forward(self.attention_output(context, queries)), probs
 
 
 class CoAttentionBlock(nn.Module):
@@ -482,11 +484,16 @@ class ViLBertModel(ViLBertPreTrainedModel):
         self.apply(self._init_weights)
 
     def _run_layers(self, layers, start, end, num_fixed, x, mask, attentions: Optional[list],
-                    packing: Optional[TokenPacking] = None):
+                    packing: Optional[TokenPacking] = None, first_only: bool = False):
+        """Layers start..end-1 on x; first_only: the last of them computes position 0 alone (the
+        only one the pooler reads), so it returns (B, 1, size)."""
         for i in range(start, end):
+            last_first_only = first_only and i == end - 1
+            if last_first_only and packing is not None:
+                x, packing = packing.pad(x), None
             # Layers below fixed_*_layer run without gradient (the originals' --freeze).
             with torch.set_grad_enabled(torch.is_grad_enabled() and i >= num_fixed):
-                x, probs = layers[i](x, mask, attentions is not None, packing)
+                x, probs = layers[i](x, mask, attentions is not None, packing, last_first_only)
             if attentions is not None:
                 attentions.append(probs)
         return x
@@ -531,13 +538,20 @@ class ViLBertModel(ViLBertPreTrainedModel):
 
     def forward(self, input_ids, image_feat, image_loc, token_type_ids=None, attention_mask=None,
                 image_attention_mask=None, output_attentions: bool = False, text_prefix=None,
-                task_tokens=None) -> ViLBertOutput:
+                task_tokens=None, pooled_only_t: bool = False, pooled_only_v: bool = False) -> ViLBertOutput:
         """input_ids (B, T) long; image_feat (B, R, v_feature_size); image_loc (B, R, 5);
         token_type_ids (B, T); attention_mask (B, T) and image_attention_mask (B, R), 1 = real;
         text_prefix: (B, T, hidden) from encode_text_prefix, or (1, T, hidden) shared by all B
         images (then input_ids/attention_mask may have batch 1 too); task_tokens (B,) or (B, 1).
+
+        pooled_only_t / pooled_only_v: the caller reads only that stream's pooled vector, so the
+        stream's last layer (when one runs after the last co-attention block) computes position 0
+        alone and sequence_output_t / _v is (B, 1, size). The pooled vectors are unchanged; for
+        scoring and the pooled heads (VQA, VCR, retrieval) this skips most of a layer per stream.
         """
         c = self.config
+        if output_attentions:  # the maps of every position were asked for
+            pooled_only_t = pooled_only_v = False
         if image_attention_mask is None:
             image_attention_mask = torch.ones(image_feat.shape[:2], dtype=torch.long, device=image_feat.device)
         packing = None
@@ -575,11 +589,15 @@ class ViLBertModel(ViLBertPreTrainedModel):
                     attentions["text_to_visual"].append(t2v)
             visual_start, text_start = visual_end, text_end
         visual = self._run_layers(self.visual_layers, visual_start, c.v_num_hidden_layers, c.fixed_v_layer,
-                                  visual, visual_mask, get("visual"))
-        text = self._run_layers(self.text_layers, text_start, c.num_hidden_layers, c.fixed_t_layer,
-                                text, text_mask, get("text"), packing)
-        if packing is not None:
-            text = packing.pad(text)  # (B, T, hidden), zeros at the padding
+                                  visual, visual_mask, get("visual"), first_only=pooled_only_v)
+        if pooled_only_t and text_start < c.num_hidden_layers:
+            text = self._run_layers(self.text_layers, text_start, c.num_hidden_layers, c.fixed_t_layer,
+                                    text, text_mask, get("text"), packing, first_only=True)  # (B, 1, hidden)
+        else:
+            text = self._run_layers(self.text_layers, text_start, c.num_hidden_layers, c.fixed_t_layer,
+                                    text, text_mask, get("text"), packing)
+            if packing is not None:
+                text = packing.pad(text)  # (B, T, hidden), zeros at the padding
 
         pooled_t = F.relu(self.text_pooler(text[:, 0]))  # [CLS]
         pooled_v = F.relu(self.visual_pooler(visual[:, 0]))  # the global region
@@ -714,8 +732,10 @@ class ViLBertForVLTasks(ViLBertPreTrainedModel):
             raise ValueError(f"unknown or unbuilt heads {sorted(heads - set(available))}; this model has {available}")
         if image_attention_mask is None:
             image_attention_mask = torch.ones(image_feat.shape[:2], dtype=torch.long, device=image_feat.device)
+        # The per-token and per-region heads read whole sequences; the others only the pooled vectors.
         out = self.vilbert(input_ids, image_feat, image_loc, token_type_ids, attention_mask,
-                           image_attention_mask, output_attentions, text_prefix, task_tokens)
+                           image_attention_mask, output_attentions, text_prefix, task_tokens,
+                           pooled_only_t="linguisic_logit" not in heads, pooled_only_v="vision_logit" not in heads)
         pooled = self.dropout(fuse(out.pooled_output_t, out.pooled_output_v, self.config.fusion_method))  # (B, bi)
         result = VLTasksOutput(attentions=out.attentions)
         if "vil_prediction" in heads:
