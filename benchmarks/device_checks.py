@@ -79,37 +79,12 @@ def _config_with_dropout(quick: bool):
 
 def make_batch(config, batch: int, tokens: int, regions: int, device, seed: int = 0,
                labels: str = "pretrain") -> dict:
-    """Random inputs with padding in both streams (row 0 full, the others keep between half and all
-    of their tokens and regions) and the labels of `labels` ("pretrain" or "vqa")."""
-    import torch
+    """bench_model.synthetic_batch with padding in both streams (row 0 full, the others keep between
+    half and all of their tokens and regions) and the labels of `labels` ("pretrain" or "vqa")."""
+    from bench_model import Workload, synthetic_batch
 
-    g = torch.Generator().manual_seed(seed)
-    text_len = torch.randint(tokens // 2, tokens + 1, (batch,), generator=g)
-    region_len = torch.randint(regions // 2, regions + 1, (batch,), generator=g)
-    text_len[0], region_len[0] = tokens, regions
-    attention_mask = (torch.arange(tokens)[None] < text_len[:, None]).long()  # (B, T)
-    image_attention_mask = (torch.arange(regions)[None] < region_len[:, None]).long()  # (B, R)
-    input_ids = torch.randint(1, config.vocab_size, (batch, tokens), generator=g) * attention_mask
-    out = dict(
-        input_ids=input_ids,
-        token_type_ids=torch.zeros(batch, tokens, dtype=torch.long),
-        attention_mask=attention_mask,
-        image_feat=torch.randn(batch, regions, config.v_feature_size, generator=g) * image_attention_mask[..., None],
-        image_loc=torch.rand(batch, regions, 5, generator=g),
-        image_attention_mask=image_attention_mask,
-    )
-    if labels == "pretrain":
-        masked = (torch.rand(batch, tokens, generator=g) < 0.15) & attention_mask.bool()
-        masked[:, 1] = True  # every row has a target (half of 36 tokens are always real)
-        out["masked_lm_labels"] = torch.where(masked, input_ids, torch.full_like(input_ids, -1))
-        image_label = ((torch.rand(batch, regions, generator=g) < 0.15) & image_attention_mask.bool()).long()
-        image_label[:, 0], image_label[:, 1] = 0, 1  # the global region is never a target
-        out["image_label"] = image_label
-        out["image_target"] = torch.softmax(torch.randn(batch, regions, config.region_target_size, generator=g), -1)
-        out["next_sentence_label"] = torch.randint(0, 2, (batch,), generator=g)
-    elif labels == "vqa":
-        out["target"] = (torch.rand(batch, VQA_LABELS, generator=g) < 0.002).float()
-    return {k: v.to(device) for k, v in out.items()}
+    workload = Workload("check", tokens, regions, "" if labels == "pretrain" else "vil_prediction")
+    return synthetic_batch(config, workload, batch, device, seed=seed, padded=True)
 
 
 def compare(value, reference) -> dict:
