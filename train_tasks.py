@@ -52,6 +52,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     model.add_argument("--config_file", default="config/bert_base_6layer_6conect.json",
                        help="model config (our checkpoint dirs use their own)")
     model.add_argument("--freeze", type=int, default=-1, help="freeze the text embeddings and text layers 0..N")
+    model.add_argument("--text_prefix_cache_gb", type=float, default=2.0,
+                       help="CPU training with the text layers before the first co-attention frozen (--freeze) and "
+                            "without dropout: keep each text's output of those layers, up to this many GiB (0 = off)")
     model.add_argument("--vil_logit_init", choices=("fresh", "alignment"), default="fresh",
                        help="matching head (VCR, retrieval) of a checkpoint without one: fresh (as the originals) "
                             "or from the pretraining alignment head (aligned - random score)")
@@ -140,6 +143,7 @@ def train(args, dist) -> int:
         else:
             log.info(f"--vil_logit_init alignment: {args.from_pretrained} has no alignment head; vil_logit starts fresh")
     frozen = freeze_text_layers(model, args.freeze)
+    prefix_cache = dist.device.type == "cpu" and model.vilbert.cache_text_prefix(int(args.text_prefix_cache_gb * 2**30))
     model.to(dist.device)
     maybe_compile(model, args.compile, dist.device)  # in place: parameter names and checkpoints unchanged
 
@@ -189,7 +193,8 @@ def train(args, dist) -> int:
     log.info(f"{total_steps} steps in all on {dist.world_size} process(es), {dist.device}, {precision.mode}{compiled}; "
              f"lr {args.learning_rate:g} (heads {args.head_learning_rate:g})"
              + (f"; resumed from {resume_dir} at step {step}" if resume_dir else "")
-             + (f"; {len(frozen)} tensors frozen" if frozen else ""))
+             + (f"; {len(frozen)} tensors frozen" if frozen else "")
+             + ("; the frozen text prefix is cached" if prefix_cache else ""))
 
     model_config = unwrap_model(model).config
 
@@ -268,6 +273,8 @@ def train(args, dist) -> int:
     if last_saved != step:
         save()
 
+    if prefix_cache:
+        log.info(unwrap_model(model).vilbert.prefix_cache.summary())
     best = {run.task.name: run.best.get("metrics", {}) for run in runs}
     if dist.is_main:
         write_metrics(run_dir / "val_metrics.json", best)

@@ -513,3 +513,76 @@ def test_pooled_heads_skip_the_last_layers_rows_and_give_the_same_outputs(traini
         torch.testing.assert_close(pooled_grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
     base = model.vilbert(**inputs, pooled_only_t=True, pooled_only_v=True)
     assert base.sequence_output_t.shape[1] == 1 and base.sequence_output_v.shape[1] == 1
+
+
+@pytest.mark.parametrize("task_tokens", [False, True])
+def test_text_prefix_cache_serves_frozen_prefix(task_tokens):
+    # With the prefix frozen and without dropout, CPU training reads each row's prefix from the
+    # cache after its first batch: outputs and gradients as without the cache, a changed text is a
+    # miss, and the second pass over the same rows computes no prefix at all.
+    from vilbert.training.optim import freeze_text_layers
+
+    torch.manual_seed(0)
+    config = tiny_config(task_specific_tokens=task_tokens)
+    model = ViLBertForVLTasks(config, num_labels=5, dropout_prob=0.0)
+    model.vil_prediction.dropout.p = 0.0
+    freeze_text_layers(model, config.t_biattention_id[0] - 1)
+    inputs = random_inputs(config, batch=4, tokens=9, regions=6)
+    inputs["input_ids"][3] = inputs["input_ids"][1]  # a repeated row is computed once
+    inputs["attention_mask"][2, 4:] = 0
+    inputs["input_ids"][2, 4:] = 0
+    if task_tokens:
+        inputs["task_tokens"] = torch.tensor([1, 2, 3, 2])
+    model.train()
+
+    def run(**extra):
+        model.zero_grad()
+        out = model(**{**inputs, **extra})
+        (out.vil_prediction.sum() + out.vil_logit.sum()).backward()
+        return out, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain, plain_grads = run()
+    assert model.vilbert.cache_text_prefix()
+    cache = model.vilbert.prefix_cache
+    first, first_grads = run()
+    assert (cache.hits, cache.misses, len(cache.rows)) == (1, 3, 3)
+    calls = []
+    model.vilbert.text_layers[0].register_forward_hook(lambda *args: calls.append(1))
+    second, second_grads = run()
+    assert not calls and (cache.hits, cache.misses) == (5, 3)  # every row from the cache
+    torch.testing.assert_close(second.vil_prediction, first.vil_prediction, rtol=0, atol=0)
+    for out, grads in ((first, first_grads), (second, second_grads)):
+        for name in ("vil_prediction", "vil_logit"):
+            torch.testing.assert_close(getattr(out, name), getattr(plain, name), rtol=1e-5, atol=1e-6)
+        assert grads.keys() == plain_grads.keys()
+        for name, grad in grads.items():
+            torch.testing.assert_close(grad, plain_grads[name], rtol=1e-4, atol=1e-6, msg=name)
+    changed = inputs["input_ids"].clone()
+    changed[0, 2] += 1
+    run(input_ids=changed)
+    assert calls and cache.misses == 4 and len(cache.rows) == 4
+    calls.clear()
+    model.eval()  # evaluation computes the prefix as always
+    with torch.no_grad():
+        torch.testing.assert_close(model(**inputs).vil_prediction, plain.vil_prediction, rtol=1e-5, atol=1e-6)
+    assert calls and cache.misses == 4
+
+
+def test_text_prefix_cache_only_where_the_prefix_is_constant():
+    from vilbert.training.optim import freeze_text_layers
+
+    model = ViLBertForVLTasks(tiny_config(), num_labels=5)
+    assert not model.vilbert.cache_text_prefix()  # trainable prefix
+    freeze_text_layers(model, model.config.t_biattention_id[0] - 2)
+    assert not model.vilbert.cache_text_prefix()  # its last layer still trains
+    freeze_text_layers(model, model.config.t_biattention_id[0] - 1)
+    assert model.vilbert.cache_text_prefix() and not model.vilbert.cache_text_prefix(max_bytes=0)
+    dropout = ViLBertForVLTasks(tiny_config(hidden_dropout_prob=0.1), num_labels=5)
+    freeze_text_layers(dropout, dropout.config.t_biattention_id[0] - 1)
+    assert not dropout.vilbert.cache_text_prefix()
+    # A full cache keeps what it holds and computes the rest.
+    from vilbert.model import TextPrefixCache
+
+    cache = TextPrefixCache(max_bytes=100)
+    cache.store({b"a": torch.zeros(5, 4), b"b": torch.zeros(2, 4)})
+    assert list(cache.rows) == [b"a"] and cache.bytes == 80
