@@ -3,11 +3,18 @@
     python -m vilbert.features extract --images DIR --output STORE \
         --boxes gt|grid|detector [--boxes-file boxes.json] [--detector CKPT] [--grid 6] \
         --backbone resnet50|resnet101|pixels [--weights FILE | --random-weights] [--batch-size 8]
+    python -m vilbert.features extract --images DIR --output STORE --boxes detector|gt \
+        --detector detectron_model.pth --detector-config detectron_config.yaml
 
 The image id is the file stem (`123.jpg` -> "123"). Boxes come from a JSON file
 (`{"<image id>": {"boxes": [[x1, y1, x2, y2], ...], "cls_prob": [[...], ...]}}`, `cls_prob` optional
 and written to the store as given), from a fixed N x N grid, or from a torchvision Faster R-CNN
 checkpoint (vilbert/features/detector.py). Backbones are in vilbert/features/backbones.py.
+
+With `--detector-config`, `--detector` is a maskrcnn-benchmark checkpoint (12-in-1's
+`detectron_model.pth` + `detectron_config.yaml`) and that detector gives the features too: its
+boxes with 12-in-1's selection (`--boxes detector`), or the given boxes through its box head
+(`--boxes gt|grid`), with its full class distribution as `cls_prob` (vilbert/features/vmb.py).
 
 Under `torchrun` (WORLD_SIZE > 1) rank r takes every WORLD_SIZE-th image of the sorted list and
 writes `OUTPUT/part-<r>-of-<WORLD_SIZE>.lmdb`; a single process writes OUTPUT itself. Either way
@@ -42,6 +49,7 @@ class ExtractionResult:
     already_done: int = 0  # images skipped because a store under OUTPUT has them
     failed: list = field(default_factory=list)  # (file, reason) of images that could not be decoded
     without_boxes: list = field(default_factory=list)  # image ids with no entry in the boxes file
+    without_regions: list = field(default_factory=list)  # image ids in which the detector found no region
 
 
 def list_images(images_dir) -> dict[str, Path]:
@@ -172,9 +180,10 @@ def run_extraction(
     grid: int = 6,
     detector=None,
     detector_arch: str = "fasterrcnn_resnet50_fpn",
+    detector_config=None,
     min_boxes: int = 10,
-    max_boxes: int = 36,
-    min_score: float = 0.2,
+    max_boxes: int | None = None,
+    min_score: float | None = None,
     weights=None,
     random_weights: bool = False,
     batch_size: int = 8,
@@ -185,7 +194,11 @@ def run_extraction(
     max_size: int = 1000,
     progress: bool = True,
 ) -> ExtractionResult:
-    """Extract features for every image of `images_dir` not yet in `output` (see module docstring)."""
+    """Extract features for every image of `images_dir` not yet in `output` (see module docstring).
+
+    max_boxes / min_score default to 36 / 0.2 for a torchvision detector and to 12-in-1's 100 / 0
+    with `detector_config` (which makes `backbone` unused: the detector gives the features).
+    """
     import torch
     from torch.utils.data import DataLoader
     from tqdm import tqdm
@@ -196,8 +209,16 @@ def run_extraction(
         raise ValueError(f"--boxes must be gt, grid or detector, not {boxes!r}")
     if boxes == "gt" and boxes_file is None:
         raise ValueError("--boxes gt needs --boxes-file boxes.json")
+    if detector_config is not None and detector is None:
+        raise ValueError("--detector-config needs --detector CKPT (the maskrcnn-benchmark checkpoint, "
+                         "e.g. 12-in-1's detectron_model.pth)")
     if boxes == "detector" and detector is None:
         raise ValueError("--boxes detector needs --detector CKPT (a torchvision Faster R-CNN state dict)")
+    vmb = detector_config is not None
+    if max_boxes is None:
+        max_boxes = 100 if vmb else 36
+    if min_score is None:
+        min_score = 0.0 if vmb else 0.2
     if boxes == "grid" and grid < 1:
         raise ValueError(f"--grid must be at least 1, got {grid}")
 
@@ -219,12 +240,24 @@ def run_extraction(
     todo = [(i, images[i]) for i in mine if i not in done]
     result.already_done = len(mine) - len(todo)
 
-    extractor = build_backbone(
-        backbone, weights=weights, random_weights=random_weights, device=device,
-        image_size=image_size, max_size=max_size,
-    )
-    box_detector = None
-    if boxes == "detector":
+    extractor = box_detector = regions_of = None
+    if vmb:
+        from vilbert.features.vmb import VmbExtractor
+
+        regions_of = VmbExtractor(detector, detector_config, device=device, num_features=max_boxes,
+                                  min_boxes=min_boxes, confidence_threshold=min_score)
+        notes = list(regions_of.notes)
+        if gt_boxes is not None and any(cls is not None for _, cls in gt_boxes.values()):
+            notes.append("the boxes file's cls_prob is replaced by the detector's class distribution")
+        if rank == 0:
+            for note in notes:
+                print(f"note: {note}", file=sys.stderr)
+    else:
+        extractor = build_backbone(
+            backbone, weights=weights, random_weights=random_weights, device=device,
+            image_size=image_size, max_size=max_size,
+        )
+    if boxes == "detector" and not vmb:
         from vilbert.features.detector import Detector
 
         box_detector = Detector(detector, arch=detector_arch, device=device, min_boxes=min_boxes,
@@ -244,6 +277,8 @@ def run_extraction(
                     image_boxes, cls_prob = gt_boxes[image_id]
                 elif boxes == "grid":
                     image_boxes, cls_prob = grid_boxes(array.shape[0], array.shape[1], grid), None
+                elif vmb:
+                    image_boxes, cls_prob = None, None  # the detector finds them, below
                 else:
                     image_boxes, cls_prob = box_detector(array)
                 ids.append(image_id)
@@ -251,13 +286,22 @@ def run_extraction(
                 batch_boxes.append(image_boxes)
                 batch_cls.append(cls_prob)
             if ids:
-                features = extractor(arrays, batch_boxes)
+                if vmb:
+                    regions = regions_of(arrays, None if boxes == "detector" else batch_boxes)
+                    batch_boxes = [r.boxes for r in regions]
+                    features = [r.features for r in regions]
+                    batch_cls = [r.cls_prob for r in regions]
+                else:
+                    features = extractor(arrays, batch_boxes)
                 for image_id, array, image_boxes, feats, cls_prob in zip(ids, arrays, batch_boxes, features, batch_cls):
+                    if len(image_boxes) == 0:
+                        result.without_regions.append(image_id)
+                        continue
                     writer.put(image_id, image_h=array.shape[0], image_w=array.shape[1], boxes=image_boxes,
                                features=feats, cls_prob=cls_prob)
+                    result.written += 1
                 # Commit every batch: an interrupted job loses at most the batch in flight.
                 writer.commit()
-                result.written += len(ids)
             bar.update(len(batch))
     bar.close()
     report_problems(result)
@@ -265,7 +309,7 @@ def run_extraction(
 
 
 def report_problems(result: ExtractionResult, stream=None) -> None:
-    """Print the images skipped for being undecodable or having no boxes (to stderr)."""
+    """Print the images skipped for being undecodable, having no boxes or no regions (to stderr)."""
     stream = stream or sys.stderr
     if result.failed:
         print(f"skipped {len(result.failed)} image(s) that could not be decoded:", file=stream)
@@ -274,3 +318,7 @@ def report_problems(result: ExtractionResult, stream=None) -> None:
     if result.without_boxes:
         shown = ", ".join(result.without_boxes[:20]) + (" ..." if len(result.without_boxes) > 20 else "")
         print(f"skipped {len(result.without_boxes)} image(s) with no entry in the boxes file: {shown}", file=stream)
+    if result.without_regions:
+        shown = ", ".join(result.without_regions[:20]) + (" ..." if len(result.without_regions) > 20 else "")
+        print(f"skipped {len(result.without_regions)} image(s) in which the detector found no region: {shown}",
+              file=stream)

@@ -43,7 +43,8 @@ Deliberate differences from the fork and the script, each a bug there:
   `min_boxes` (topped up in ranking order) and at most `num_features`. With the script's default
   threshold, 0, that is the same 100 boxes.
 - Boxes are stored clipped to the image (the script's may reach up to 31 resized pixels into the
-  padding).
+  padding), and a proposal under one pixel wide or high, which the +1 convention lets end up to a
+  pixel before it starts (x2 < x1), is stored with x2 = x1 (y2 = y1): no negative areas.
 - Ground-truth boxes are taken as x1, y1, x2, y2 and scaled by the image's resize factor
   (`extract_features_from_gt.py` passes x, y, w, h and scales by the padded size).
 - Grey, palette and RGBA images are converted to RGB (the script breaks on the last two).
@@ -857,7 +858,7 @@ class VmbExtractor:
         tensors, scales, sizes = [], [], []
         for image in images:
             height, width = image.shape[:2]
-            x = torch.as_tensor(np.ascontiguousarray(image), device=self.device).permute(2, 0, 1)  # (3, H, W) RGB
+            x = torch.tensor(np.ascontiguousarray(image), device=self.device).permute(2, 0, 1)  # (3, H, W) RGB
             x = x.flip(0).double() if config.to_bgr255 else x.double() / 255.0
             # float32(float64 pixel - mean), as the script's numpy subtraction
             x = (x - self._mean).float() / self._std
@@ -917,6 +918,8 @@ class VmbExtractor:
                 kept = original[keep]
                 kept[:, 0::2] = kept[:, 0::2].clamp(0, width)
                 kept[:, 1::2] = kept[:, 1::2].clamp(0, height)
+                # The +1 convention lets a proposal under one pixel wide end before it starts.
+                kept[:, 2:] = torch.maximum(kept[:, 2:], kept[:, :2])
                 out.append(Regions(kept.float().cpu().numpy(), found.fc6[keep].float().cpu().numpy(),
                                    found.scores[keep].float().cpu().numpy(), max_conf[keep].cpu().numpy()))
         return out
