@@ -8,7 +8,11 @@ description of it.
 
 import json
 import math
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,6 +42,7 @@ from vilbert.features.vmb import (
 )
 
 torch.set_num_threads(1)
+REPO = Path(__file__).resolve().parents[1]
 
 # A tiny detector of 12-in-1's structure: R-50-FPN body with grouped convs (ResNeXt), stride in
 # the 3x3 conv, FPN, 2-layer MLP box head; 11 classes (background + 10).
@@ -167,8 +172,6 @@ def images(tmp_path_factory):
     return folder / "images", scenes
 
 
-# -- config ----------------------------------------------------------------------------------------
-
 def test_config_reader_fills_defaults_lists_unused_keys_and_refuses_what_it_cannot_build(tmp_path):
     config, unused = config_from_dict(yaml.safe_load(TINY_YAML))
     assert config.body == "R-50-FPN" and config.blocks == (3, 4, 6, 3)
@@ -211,8 +214,6 @@ def test_config_reader_fills_defaults_lists_unused_keys_and_refuses_what_it_cann
     with pytest.raises(FileNotFoundError, match="nowhere.yaml: no such file"):
         read_config(tmp_path / "nowhere.yaml")
 
-
-# -- checkpoint keys -------------------------------------------------------------------------------
 
 def test_every_checkpoint_key_is_loaded_or_named_unused(detector_files):
     checkpoint, config_path = detector_files
@@ -269,8 +270,6 @@ def test_missing_misshapen_and_unexpected_keys_are_one_line_errors(detector_file
     assert code == 2 and err.startswith("error: --detector ") and "fc6.weight has shape [16, 50]" in err
     assert err.count("\n") == 1
 
-
-# -- numerics pinned by hand -----------------------------------------------------------------------
 
 def test_anchors_of_one_level_by_hand():
     # stride 16, size 32: the 16 x 16 cell centred at 7.5; ratio 0.5 -> w round(sqrt(512)) = 23,
@@ -330,8 +329,6 @@ def test_resize_is_opencv_linear_with_the_scale_as_given():
     assert resize_scale(333, 1000, 800, 1333) == 1333 / 1000  # 1000 * 800 / 333 = 2402 > 1333
 
 
-# -- 12-in-1's selection ---------------------------------------------------------------------------
-
 def brute_force_selection(boxes, scores, threshold):
     """The script's loop: one NMS per foreground class over every box; max_conf per box."""
     max_conf = torch.zeros(len(boxes))
@@ -373,8 +370,6 @@ def test_pruned_selection_equals_the_scripts_loop(threshold):
     loop = per_class_nms(boxes, scores[:, 1], classes_index, 0.5, one_call=False)
     assert sorted(one.tolist()) == sorted(loop.tolist())
 
-
-# -- extraction end to end -------------------------------------------------------------------------
 
 def test_cli_extraction_writes_a_store_the_reader_reads_and_resumes(detector_files, images, tmp_path, capsys):
     checkpoint, config_path = detector_files
@@ -466,3 +461,25 @@ def test_batching_and_the_cli_rules(detector_files, images, tmp_path, capsys):
     assert "--backbone does not apply with --detector-config" in capsys.readouterr().err
     assert main(base + ["--boxes", "grid"]) == 2
     assert "--detector-config needs --detector" in capsys.readouterr().err
+
+
+def test_torchrun_shards_the_detector_like_any_extraction(detector_files, images, tmp_path):
+    checkpoint, config_path = detector_files
+    folder, scenes = images
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "vilbert.features", "extract", "--images", str(folder), "--output", str(tmp_path / "out"),
+               "--boxes", "detector", "--detector", str(checkpoint), "--detector-config", str(config_path),
+               "--num-workers", "0", "--no-progress", "--float32"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stderr.count("key(s) not used") == 1  # the notes come from rank 0 only
+    shards = sorted(p.name for p in (tmp_path / "out").glob("*.lmdb"))
+    assert shards == ["part-0-of-2.lmdb", "part-1-of-2.lmdb"]
+    reader = FeatureReader(tmp_path / "out")
+    single = run_extraction(folder, tmp_path / "single", boxes="detector", detector=checkpoint,
+                            detector_config=config_path, feature_dtype="float32", progress=False)
+    assert single.written == len(scenes) and sorted(reader.image_ids()) == sorted(scenes)
+    for image_id in scenes:
+        np.testing.assert_allclose(reader[image_id].features, FeatureReader(tmp_path / "single")[image_id].features,
+                                   rtol=1e-4, atol=1e-5)

@@ -33,7 +33,7 @@ The pipeline, each step as maskrcnn-benchmark (and 12-in-1's script) computes it
    class score among the classes whose NMS kept it and that exceed the confidence threshold; the
    boxes are ranked by that score and the best `num_features` (100) are kept.
 
-Deliberate differences from the fork and the script, each a bug there:
+Deliberate differences from the fork and the script (bugs there, or a cleaner store):
 - The fork clips proposals to the padded size of the whole batch, so with a batch of two differently
   sized images the smaller one gets proposals over the padding. We clip to each image's own size
   rounded up to 32 (the fork's result for a batch of one image, which is what its Detectron
@@ -47,7 +47,8 @@ Deliberate differences from the fork and the script, each a bug there:
   pixel before it starts (x2 < x1), is stored with x2 = x1 (y2 = y1): no negative areas.
 - Ground-truth boxes are taken as x1, y1, x2, y2 and scaled by the image's resize factor
   (`extract_features_from_gt.py` passes x, y, w, h and scales by the padded size).
-- Grey, palette and RGBA images are converted to RGB (the script breaks on the last two).
+- Grey, palette and RGBA images are converted to RGB by the extractor's loader (the script breaks
+  on the last two).
 """
 
 from __future__ import annotations
@@ -70,8 +71,6 @@ BBOX_XFORM_CLIP = math.log(1000.0 / 16)
 CANONICAL_SCALE, CANONICAL_LEVEL, LEVEL_EPS = 224, 4, 1e-6
 SELECTION_NMS = 0.5  # 12-in-1's per-class NMS threshold
 
-
-# -- the config ---------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
 class VmbConfig:
@@ -283,8 +282,6 @@ def read_config(path) -> tuple[VmbConfig, list[str]]:
         raise ValueError(f"{where}: expected a mapping of config keys (MODEL: ..., INPUT: ...)")
     return config_from_dict(tree, where)
 
-
-# -- the network (module names are maskrcnn-benchmark's, so checkpoint keys map one to one) ------
 
 class FrozenBatchNorm(nn.Module):
     """maskrcnn-benchmark's FrozenBatchNorm2d: y = x * scale + shift with scale = weight /
@@ -610,8 +607,6 @@ class VmbDetector(nn.Module):
         return torch.cat(fc6), torch.cat(logits)
 
 
-# -- checkpoints ----------------------------------------------------------------------------------
-
 # Checkpoint keys of parts that the features do not use, with the reason given to the user.
 UNUSED_PARTS = {
     "roi_heads.box.predictor.bbox_pred.": "class-specific box regression (the features are the RPN proposals')",
@@ -677,8 +672,6 @@ def load_detector_weights(model: VmbDetector, state: dict, where: str = "checkpo
     model.load_state_dict({k: v.float() for k, v in state.items() if k in expected}, strict=False)
     return [f"{part}* ({count} keys): {UNUSED_PARTS[part]}" for part, count in unused.items()]
 
-
-# -- images in, regions out -----------------------------------------------------------------------
 
 def resize_scale(height: int, width: int, min_size: int, max_size: int) -> float:
     """12-in-1's test scale: shorter side to min_size, unless the longer side would then round to
