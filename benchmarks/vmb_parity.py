@@ -245,7 +245,8 @@ def compare(found, theirs: dict, nms, thresholds=(0.0, 0.2)) -> dict:
     row = dict(count=f"{len(found.proposals)}/{len(theirs['boxes'])}",
                identical=int((found.proposals == theirs["boxes"][match]).all(1).sum()),
                in_order=len(found.proposals) == len(theirs["boxes"]) and torch.equal(found.proposals, theirs["boxes"]),
-               matched=int(matched.sum()), total=len(found.proposals))
+               matched=int(matched.sum()), total=len(found.proposals), min_iou=float(iou.min()),
+               max_px=float((found.proposals - theirs["boxes"][match]).abs().max()))
     row["fc6_rel"] = relative(found.fc6[matched], theirs["fc6"][match[matched]])
     row["scores_rel"] = relative(found.scores[matched], theirs["scores"][match[matched]])
     row["selection"], row["selection_ok"] = [], True
@@ -369,16 +370,19 @@ def run(args) -> int:
           f"{torch.get_num_threads()} thread(s)")
     print()
     print("| image | size -> resized | input | input rel | proposals ours/theirs | identical, in order | "
-          "IoU >= 0.99 | fc6 rel | scores rel | selection 0 | selection 0.2 | gt fc6 rel | gt scores rel | ok |")
+          "IoU >= 0.99 (min IoU, max px) | fc6 rel | scores rel | selection 0 | selection 0.2 | gt fc6 rel | "
+          "gt scores rel | ok |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['image']} | {r['size']} | {r['input']} | {number(r['input_rel'])} | {r['count']} | "
-              f"{r['identical']}, {'yes' if r['in_order'] else 'no'} | {r['matched']}/{r['total']} | "
+              f"{r['identical']}, {'yes' if r['in_order'] else 'no'} | {r['matched']}/{r['total']} "
+              f"({r['min_iou']:.5f}, {r['max_px']:.0e}) | "
               f"{number(r['fc6_rel'])} | {number(r['scores_rel'])} | {r['selection'][0]} | {r['selection'][1]} | "
               f"{number(r['gt_fc6_rel'])} | {number(r['gt_scores_rel'])} | {'yes' if r['ok'] else '**NO**'} |")
     print()
     print("input rel, fc6 rel, scores rel: max |ours - theirs| / max |theirs| (features and scores over the "
-          "proposals matched with IoU >= 0.99); selection: boxes of ours found in theirs / ours / theirs "
+          "proposals matched with IoU >= 0.99); min IoU, max px: of each of our proposals with its best match; "
+          "selection: boxes of ours found in theirs / ours / theirs "
           f"(100 at most, threshold 0 and 0.2). Criteria: relative differences <= {REL_TOLERANCE:g}; from their "
           "input the same proposals in the same order, from ours every proposal matched; the same selection.")
     print("all criteria met" if not failures else f"criteria NOT met: {'; '.join(failures)}")
