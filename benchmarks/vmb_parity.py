@@ -4,8 +4,9 @@
     python benchmarks/vmb_parity.py --reference /path/to/vqa-maskrcnn-benchmark [--body R-152-FPN] [--images 4]
 
 --reference is a checkout of the vqa-maskrcnn-benchmark fork that 12-in-1's extraction scripts import
-(or of facebookresearch/maskrcnn-benchmark); nothing of it is copied here, it is imported from that
-path. Its compiled ops (`maskrcnn_benchmark._C`, which no longer build against current PyTorch) are
+(measured with the copy Cadene/vqa-maskrcnn-benchmark, commit 1101d24; upstream maskrcnn-benchmark
+renamed MODEL.BACKBONE.OUT_CHANNELS and would refuse this config); nothing of it is copied here, it
+is imported from that path. Its compiled ops (`maskrcnn_benchmark._C`, which no longer build against current PyTorch) are
 stood in for by a stub module registered in sys.modules before the import, each op paired with the
 torchvision op that computes the same thing:
 
@@ -395,7 +396,7 @@ def run(args) -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0], epilog=__doc__.split("\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reference", required=True, help="a checkout of vqa-maskrcnn-benchmark (or maskrcnn-benchmark)")
+    parser.add_argument("--reference", required=True, help="a checkout of vqa-maskrcnn-benchmark")
     parser.add_argument("--body", choices=["R-50-FPN", "R-101-FPN", "R-152-FPN"], default="R-152-FPN")
     parser.add_argument("--images", type=int, default=4, choices=range(1, len(IMAGE_SIZES) + 1),
                         metavar=f"1..{len(IMAGE_SIZES)}")

@@ -61,6 +61,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision
 from torch import nn
 
 # Residual blocks per stage (res2..res5) of the bodies maskrcnn-benchmark names.
@@ -447,8 +448,6 @@ def nms_plus_one(boxes: torch.Tensor, scores: torch.Tensor, threshold: float) ->
     by one pixel to the right and bottom."""
     grown = boxes.clone()
     grown[:, 2:] += 1
-    import torchvision
-
     return torchvision.ops.nms(grown, scores, threshold)
 
 
@@ -537,8 +536,7 @@ class FPN2MLPFeatureExtractor(nn.Module):
 
     def pool(self, features, rois: torch.Tensor) -> torch.Tensor:
         """(K, 5) RoIs [batch index, x1, y1, x2, y2] -> (K, C, R, R)."""
-        from torchvision.ops import roi_align
-
+        roi_align = torchvision.ops.roi_align
         config = self.config
         size = (config.pooler_resolution, config.pooler_resolution)
         if len(config.pooler_scales) == 1:
@@ -753,8 +751,6 @@ def per_class_nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tens
     """NMS within each class ("+1" IoU), indices kept. On a GPU one NMS call over boxes shifted apart
     per class (in float64, so the shift costs no precision); on a CPU, torchvision's per-class loop
     (faster there). Both keep the same boxes."""
-    import torchvision
-
     if len(boxes) == 0:
         return torch.zeros(0, dtype=torch.int64, device=boxes.device)
     grown = boxes.double()
