@@ -251,6 +251,12 @@ def test_feature_cache_is_keyed_by_content_and_settings(setup, tmp_path):
     stored = FeatureReader(setup.world / "vqa" / "features" / "regions.lmdb")[images[0].stem]
     np.testing.assert_array_equal(again.item.features, stored.features)  # the store's numbers, float16 included
     np.testing.assert_array_equal(again.item.boxes, stored.boxes)
+    # Another boxes file (same name, one box moved) is another extraction.
+    boxes = json.loads((setup.world / "vqa" / "boxes.json").read_text())
+    boxes[images[0].stem]["boxes"][0][0] += 1
+    (tmp_path / "boxes.json").write_text(json.dumps(boxes))
+    moved = FeatureOptions(backbone="pixels", boxes="gt", boxes_file=str(tmp_path / "boxes.json"))
+    assert PictureFeatures(moved, tmp_path / "cache").regions(images[0]).features == "extracted"
     grid = PictureFeatures(FeatureOptions(backbone="pixels", boxes="grid", grid=2), tmp_path / "cache")
     assert grid.regions(images[0]).features == "extracted" and len(grid.regions(images[0]).item.boxes) == 4
     assert grid.cache.hits == 1 and grid.cache.misses == 1

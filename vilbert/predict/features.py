@@ -60,19 +60,25 @@ class FeatureOptions:
     feature_dtype: str = "float16"  # what the store keeps; the cache keeps the same
 
     def identity(self) -> dict:
-        """What the features depend on, for the cache key: the settings, the boxes file's content,
-        and the weight files by path, size and modification time (hashing a 1 GB detector in
-        every process would cost seconds)."""
-        from vilbert.data.cache import file_digest
-
+        """What the features depend on, for the cache key: the settings, with every option that
+        names a file replaced by that file's identity (file_identity)."""
         values = dataclasses.asdict(self)
-        for name in ("weights", "detector"):
-            if values[name]:
-                stat = Path(values[name]).stat()
-                values[name] = [str(Path(values[name]).resolve()), stat.st_size, stat.st_mtime_ns]
-        if values["boxes_file"]:
-            values["boxes_file"] = file_digest(values["boxes_file"])
+        for name, value in values.items():
+            if isinstance(value, str) and Path(value).is_file():
+                values[name] = file_identity(value)
         return values
+
+
+def file_identity(path, content_limit: int = 16 << 20) -> list:
+    """A small file (a boxes file, a detector's YAML) by the sha256 of its content; a large one (a
+    weights file: hashing a 1 GB detector in every process would cost seconds) by its resolved
+    path, size and modification time."""
+    from vilbert.data.cache import file_digest
+
+    stat = Path(path).stat()
+    if stat.st_size <= content_limit:
+        return ["sha256", file_digest(path)]
+    return ["file", str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns]
 
 
 # (HxWx3 uint8 RGB picture, image id) -> (boxes (n, 4) pixels, features (n, D), cls_prob (n, C) or None)
@@ -253,11 +259,7 @@ class PictureFeatures:
             data, name = np.ascontiguousarray(pixels).tobytes() + str(pixels.shape).encode(), image_id or "the picture"
         digest = hashlib.sha256(data).hexdigest()
         image_id = str(image_id or digest[:16])
-        try:
-            settings = self.options.identity()
-        except OSError as exc:
-            raise PredictError(f"feature extractor: {exc}") from None
-        identity = {"format": CACHE_FORMAT, "image": digest, "features": settings,
+        identity = {"format": CACHE_FORMAT, "image": digest, "features": self.options.identity(),
                     "image_id": image_id if self.options.boxes == "gt" else None}
         key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         item, where = self.cache.get(key, image_id), "cached"

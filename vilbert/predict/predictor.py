@@ -113,6 +113,7 @@ class Predictor:
         """Referring expression: the region it names (`best`) and the next top_k - 1 (a
         GroundingResult, or a list for a list of pictures). Every region the model sees is a
         candidate, the whole picture (region 0) too, as in RefCOCO+ evaluation."""
+        self._require("vision_logit")
         single, pictures = self._pictures(images)
         out = self._run([expression], pictures, "vision_logit", self._token("expression", task_token), attention)
         results = []
@@ -178,6 +179,11 @@ class Predictor:
                                    f"has {self.checkpoint.num_labels}")
             self._label2ans = label2ans
         return self._label2ans
+
+    def _require(self, head: str) -> None:
+        if head not in self.checkpoint.heads:
+            raise PredictError(f"--checkpoint {self.checkpoint.path}: no trained {head} head in this "
+                               f"{self.checkpoint.model_class} checkpoint (it has: {', '.join(self.checkpoint.heads) or 'none'})")
 
     def _caption_head(self, scorer: str) -> str:
         heads, where = self.checkpoint.heads, f"--checkpoint {self.checkpoint.path}"
@@ -252,9 +258,8 @@ class Predictor:
         from vilbert.features import pad_regions
         from vilbert.model import fuse
 
-        if head != "alignment" and head not in self.checkpoint.heads:
-            raise PredictError(f"--checkpoint {self.checkpoint.path}: no trained {head} head in this "
-                               f"{self.checkpoint.model_class} checkpoint (it has: {', '.join(self.checkpoint.heads) or 'none'})")
+        if head != "alignment":
+            self._require(head)
         started = time.perf_counter()
         text, prefix = self._text(texts, task_token)
         padded = [pad_regions(p.item, self.max_regions) for p in pictures]
