@@ -269,6 +269,8 @@ def test_feature_cache_is_keyed_by_content_and_settings(setup, tmp_path):
 
 @pytest.mark.parametrize("case,message", [
     ("missing checkpoint", "--checkpoint .*nowhere: no such file or directory"),
+    ("checkpoint of another config", "12in1/pytorch_model.bin: shape mismatch for bert.embeddings.word_embeddings"),
+    ("missing config", "--config_file .*none.json: no such file"),
     ("no VQA head", "no VQA head \\(vil_prediction\\) in this ViLBertForPretraining"),
     ("no grounding head", "no trained vision_logit head in this ViLBertForPretraining"),
     ("no alignment head", "no image-text alignment head"),
@@ -289,6 +291,10 @@ def test_errors_are_one_line(setup, tmp_path, capsys, monkeypatch, case, message
     (tmp_path / "three.json").write_text(json.dumps(ANSWERS[:3]))
     args = {
         "missing checkpoint": ["--checkpoint", tmp_path / "nowhere", *store, *question],
+        "checkpoint of another config": ["--checkpoint", setup.released["12in1"], "--config_file",
+                                         REPO / "config" / "vilbert_tiny.json", *store, *question],
+        "missing config": ["--checkpoint", setup.released["12in1"], "--config_file", tmp_path / "none.json", *store,
+                           *question],
         "no VQA head": ["--checkpoint", setup.pretrained, *store, *question],
         "no grounding head": ["--checkpoint", setup.pretrained, *store, "--expression", "the star"],
         "no alignment head": ["--checkpoint", setup.tasks, *store, "--caption", "A star.", "--scorer", "alignment"],

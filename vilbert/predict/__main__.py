@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", "--from_pretrained", required=True,
                    help="our checkpoint directory, or a released .bin/.tar of vilbert_beta or vilbert-multi-task")
     p.add_argument("--config_file", "--config-file", help="model config of a released checkpoint "
-                   f"(default {DEFAULT_ORIGINAL_CONFIG.parent.name}/{DEFAULT_ORIGINAL_CONFIG.name}); ours carry theirs")
+                   f"(default {DEFAULT_ORIGINAL_CONFIG.parent.name}/{DEFAULT_ORIGINAL_CONFIG.name}); our directories carry theirs")
     p.add_argument("--bert_model", "--bert-model", default="bert-base-uncased", help="tokenizer: a BERT directory or hub name")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--images", nargs="+", help="picture files (features are extracted and cached)")

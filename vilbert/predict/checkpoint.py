@@ -73,17 +73,20 @@ def load_checkpoint(path, config_file=None):
         raise PredictError(f"{where}: a BERT checkpoint, not a ViLBERT one (no task or alignment heads)")
     if source.format == "vilbert":
         model_class = ViLBertForVLTasks if source.model_class == "ViLBertForVLTasks" else ViLBertForPretraining
-        config_path = config_file
+        config_path = None  # its own config.json: the weights were saved with it
     else:
         keys = [normalize_original_key(key) for key in source.tensors]
         heads = any(key.startswith(("vil_", "vision_logit", "linguisic_logit")) for key in keys)
         model_class = ViLBertForVLTasks if heads else ViLBertForPretraining
         config_path = config_file or DEFAULT_ORIGINAL_CONFIG
+    if config_path and not Path(config_path).is_file():
+        raise PredictError(f"--config_file {config_path}: no such file (the model config a released checkpoint needs)")
     try:
         config = ViLBertConfig.from_json_file(config_path) if config_path else None
         model = model_class.from_pretrained(path, config=config, source=source)
-    except (FileNotFoundError, ValueError) as exc:
-        raise PredictError(f"{where}: {' '.join(str(exc).split())}") from None
+    except (FileNotFoundError, ValueError) as exc:  # a shape mismatch names the key and both shapes
+        message = " ".join(str(exc).split())
+        raise PredictError(f"{where}: {message.removeprefix(f'{path}: ')}") from None
     report = model.load_report
     if report.unmapped:
         logger.warning("%s", report.summary())

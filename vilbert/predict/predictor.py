@@ -29,6 +29,7 @@ MODES = ("question", "expression", "caption")
 TASK_TOKEN_ROWS = {"question": 1, "caption": 8, "expression": 10}
 DEFAULT_MAX_REGIONS = 101  # 100 regions + the global one, as the originals' task readers
 
+
 class Predictor:
     """A checkpoint ready to answer: loaded once, on its device, in eval mode, with a feature cache.
 
@@ -104,7 +105,8 @@ class Predictor:
             logits = out.head[j].float()  # (num_labels,)
             probs, scores = logits.softmax(-1), logits.sigmoid()
             top = probs.topk(min(top_k, logits.numel()))
-            answers = [Answer(label2ans[i], i, float(p), float(scores[i])) for p, i in zip(top.values.tolist(), top.indices.tolist())]
+            answers = [Answer(label2ans[i], i, float(p), float(scores[i]))
+                       for p, i in zip(top.values.tolist(), top.indices.tolist())]
             results.append(AnswerResult(question, out.info(j), answers, out.source(picture), out.attention(0, j)))
         return results[0] if single else results
 
@@ -243,12 +245,14 @@ class Predictor:
                                                       prefix[i, :length + extra])
                 while len(self._prefixes) > 256:
                     self._prefixes.popitem(last=False)
+        # Texts of several lengths: padded (ids 0, mask 0) to the longest; the padding rows of the
+        # prefix are zeros, masked out like any padding.
         entries = [self._prefixes[(t, task_token)] for t in texts]
-        length = max(e[0]["input_ids"].shape[0] for e in entries)
+        length = max(ids["input_ids"].shape[0] for ids, _ in entries)
+        extra = entries[0][1].shape[0] - entries[0][0]["input_ids"].shape[0]  # the task token's column
         pad = lambda x, n: torch.nn.functional.pad(x, (0, 0) * (x.dim() - 1) + (0, n - x.shape[0]))  # noqa: E731
-        inputs = {key: torch.stack([pad(e[0][key], length) for e in entries]) for key in TEXT_KEYS}
-        prefix = torch.stack([pad(e[1], length + entries[0][1].shape[0] - entries[0][0]["input_ids"].shape[0])
-                              for e in entries])
+        inputs = {key: torch.stack([pad(ids[key], length) for ids, _ in entries]) for key in TEXT_KEYS}
+        prefix = torch.stack([pad(prefix, length + extra) for _, prefix in entries])  # (C, T', hidden)
         return inputs, prefix
 
     @torch.inference_mode()
