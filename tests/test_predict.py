@@ -214,6 +214,12 @@ def test_released_checkpoints_pick_the_12in1_task_token_rows(setup, layout):
         else:
             with pytest.raises(PredictError, match="no task tokens"):
                 call(text, picture, task_token=3)
+    # Zero-shot, from the pretraining alignment head the originals' task checkpoints keep.
+    result = predictor.align(["A red circle."], picture, scorer="alignment")
+    pretraining = ViLBertForPretraining.from_pretrained(setup.released[layout], config=setup.config).eval()
+    expected = direct(pretraining, setup, "A red circle.", picture.item, "alignment", task_token=rows["caption"])
+    assert result.source.head == "alignment" and result.source.task_token == rows["caption"]
+    np.testing.assert_allclose(result.captions[0].score, float(expected), atol=1e-4)
 
 
 def test_attention_maps_and_the_picture_of_a_word(setup, tmp_path):
@@ -237,6 +243,11 @@ def test_attention_maps_and_the_picture_of_a_word(setup, tmp_path):
                                atol=1e-5)
     path = draw_results([result], tmp_path / "word.png", word="star")
     assert path.read_bytes()[:4] == b"\x89PNG"
+    captions = predictor.align(["A star.", "Two circles."], picture, attention=True)
+    assert [c.attention.tokens[2] for c in captions.captions] == ["a", "two"]  # after [CLS] and [TASK 8]
+    assert draw_results([captions], tmp_path / "caption.png", layer=0, head=0).read_bytes()[:4] == b"\x89PNG"
+    with pytest.raises(PredictError, match="needs the attention maps"):
+        draw_results([without], tmp_path / "none.png")
     with pytest.raises(PredictError, match="not a token"):
         maps.token_index("zebra")
 
