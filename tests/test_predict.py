@@ -19,7 +19,7 @@ from vilbert.config import ViLBertConfig
 from vilbert.features import FeatureReader, pad_regions
 from vilbert.model import ViLBertForPretraining, ViLBertForVLTasks
 from vilbert.predict import (FeatureOptions, PictureFeatures, PredictError, Predictor, TASK_TOKEN_ROWS,
-                             draw_results)
+                             draw_results, format_results)
 from vilbert.predict.__main__ import main as predict_main
 from vilbert.tokenization import load_tokenizer
 
@@ -139,8 +139,6 @@ def test_captions_zero_shot_through_the_cli_and_retrieval_in_python(setup):
     store = setup.world / "flickr30k" / "features" / "regions.lmdb"
     image_id = FeatureReader(store).image_ids()[0]
     args = [arg for c in captions for arg in ("--caption", c)]
-    result = cli(setup, "--checkpoint", setup.pretrained, "--features", store, "--image-ids", image_id, *args)
-    assert "| rank | caption | P(aligned) | probability |" in result.stdout
     out = json.loads(cli(setup, "--checkpoint", setup.pretrained, "--features", store, "--image-ids", image_id,
                          *args, "--json").stdout)["results"][0]
     assert out["source"]["head"] == "alignment"
@@ -163,6 +161,10 @@ def test_captions_zero_shot_through_the_cli_and_retrieval_in_python(setup):
         np.testing.assert_allclose(sum(c.probability for c in result.captions), 1.0, atol=1e-5)
         assert [c.rank for c in result.captions] == list(np.argsort(np.argsort(-np.array(logits))) + 1)
     assert len(predictor._prefixes) == len(captions)
+    table = format_results(results, "caption")
+    assert table.count("| rank | caption | vil_logit | probability |") == 2
+    best = min(results[0].captions, key=lambda c: c.rank)
+    assert f"| 1 | {best.caption} | {best.score:.3f} | {best.probability:.3f} |" in table
 
 
 def test_a_released_12in1_checkpoint_through_the_cli(setup):
