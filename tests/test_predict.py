@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from _scripts_helpers import REPO, env, make_tiny_world, tiny_config
-from test_convert import NUM_LABELS, original_state_dict
+from test_convert import original_state_dict
 from vilbert.config import ViLBertConfig
 from vilbert.features import FeatureReader, pad_regions
 from vilbert.model import ViLBertForPretraining, ViLBertForVLTasks
@@ -23,7 +23,7 @@ from vilbert.predict import (FeatureOptions, PictureFeatures, PredictError, Pred
 from vilbert.predict.__main__ import main as predict_main
 from vilbert.tokenization import load_tokenizer
 
-ANSWERS = ["red", "blue", "green", "yes", "no", "2"]  # NUM_LABELS of the hand-built checkpoints
+ANSWERS = ["red", "blue", "green", "yes", "no", "2"]  # test_convert.NUM_LABELS answers, as its checkpoints
 
 
 @pytest.fixture(scope="module")
