@@ -56,12 +56,12 @@ def setup(tmp_path_factory, minilm_dir):
                            refer_id=refer_id, tokenizer=load_tokenizer(minilm_dir))
 
 
-def cli(setup, *args, check=True):
+def cli(setup, *args):
+    """`python -m vilbert.predict ...` in a subprocess; it must succeed."""
     cmd = [sys.executable, "-m", "vilbert.predict", "--bert_model", setup.bert, *map(str, args)]
     variables = dict(env(), XDG_CACHE_HOME=str(setup.root / "xdg"))  # the default cache, kept in the test's folder
     result = subprocess.run(cmd, cwd=REPO, env=variables, capture_output=True, text=True, timeout=120)
-    if check:
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return result
 
 
