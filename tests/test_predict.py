@@ -1,6 +1,8 @@
 """vilbert.predict on the demo world: each mode through the real command line, the feature cache,
-released-layout checkpoints (12-in-1's task tokens), attention maps, and one-line errors. Every
-answer is checked against a plain forward pass of the model on the feature store's regions."""
+released-layout checkpoints (12-in-1's task tokens), attention maps, 12-in-1's detector (a tiny one in
+its maskrcnn-benchmark layout) giving the same regions as `python -m vilbert.features extract`, and
+one-line errors. Every answer is checked against a plain forward pass of the model on the feature
+store's regions."""
 
 import json
 import pickle
@@ -13,10 +15,12 @@ import numpy as np
 import pytest
 import torch
 
+from _features_helpers import TINY_FEATURE_SIZE, maskrcnn_state_dict, write_tiny_detector
 from _scripts_helpers import REPO, env, make_tiny_world, tiny_config
 from test_convert import original_state_dict
 from vilbert.config import ViLBertConfig
 from vilbert.features import FeatureReader, pad_regions
+from vilbert.features.__main__ import main as features_main
 from vilbert.model import ViLBertForPretraining, ViLBertForVLTasks
 from vilbert.predict import (FeatureOptions, PictureFeatures, PredictError, Predictor, TASK_TOKEN_ROWS,
                              draw_results, format_results)
@@ -54,6 +58,22 @@ def setup(tmp_path_factory, minilm_dir):
     return SimpleNamespace(root=root, world=world, config=config, config_path=config_path, bert=minilm_dir,
                            tasks=tasks, pretrained=pretrained, released=released, vqa_ids=vqa_ids,
                            refer_id=refer_id, tokenizer=load_tokenizer(minilm_dir))
+
+
+@pytest.fixture(scope="module")
+def vmb(setup):
+    """A tiny 12-in-1 detector (maskrcnn-benchmark layout, TINY_FEATURE_SIZE-d fc6) and a released
+    12-in-1 .bin whose v_feature_size is that width, its config and vocabulary beside it."""
+    folder = setup.root / "vmb"
+    checkpoint, detector_config = write_tiny_detector(folder)
+    values = json.loads(setup.config_path.read_text())
+    values["v_feature_size"] = TINY_FEATURE_SIZE
+    (folder / "config.json").write_text(json.dumps(values))
+    config = ViLBertConfig.from_json_file(folder / "config.json")
+    torch.save(original_state_dict("12in1", config, seed=2), folder / "multi_task_model.bin")
+    (folder / "trainval_label2ans.pkl").write_bytes(pickle.dumps(ANSWERS, protocol=2))
+    return SimpleNamespace(detector=checkpoint, detector_config=detector_config, config=config,
+                           config_path=folder / "config.json", model=folder / "multi_task_model.bin")
 
 
 def cli(setup, *args):
@@ -280,6 +300,65 @@ def test_feature_cache_is_keyed_by_content_and_settings(setup, tmp_path):
     assert grid.regions(images[1].read_bytes()).features == "cached"
 
 
+@pytest.mark.parametrize("boxes", ["detector", "gt"])
+def test_12in1_detector_gives_what_extract_stores(setup, vmb, tmp_path, boxes):
+    """Pictures through predict's feature source equal what `python -m vilbert.features extract`
+    stores for them with the same options (one picture a batch there: a batch pads its pictures to
+    one size); the detector's config and weights are part of the cache key."""
+    images, _ = vqa_pictures(setup)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for image in images:
+        (folder / image.name).write_bytes(image.read_bytes())
+    detector = ["--detector", str(vmb.detector), "--detector-config", str(vmb.detector_config)]
+    options = dict(detector=str(vmb.detector), detector_config=str(vmb.detector_config), min_boxes=5)
+    if boxes == "detector":  # 12-in-1's selection, with its two options under their 12-in-1 names
+        flags = ["--boxes", "detector", "--num-features", "20", "--confidence-threshold", "0.05", "--min-boxes", "5"]
+        options.update(max_boxes=20, min_score=0.05)
+    else:  # given boxes through the detector's box head
+        boxes_file = str(setup.world / "vqa" / "boxes.json")
+        flags = ["--boxes", "gt", "--boxes-file", boxes_file, "--min-boxes", "5"]
+        options.update(boxes="gt", boxes_file=boxes_file)
+    assert features_main(["extract", "--images", str(folder), "--output", str(tmp_path / "store"), *detector, *flags,
+                          "--batch-size", "1", "--num-workers", "0", "--no-progress"]) == 0
+    store = FeatureReader(tmp_path / "store")
+    pictures = PictureFeatures(FeatureOptions(**options), tmp_path / "cache", feature_size=TINY_FEATURE_SIZE)
+    for image in images:
+        extracted, stored = pictures.regions(image), store[image.stem]
+        assert extracted.features == "extracted" and extracted.item.features.shape[1] == TINY_FEATURE_SIZE
+        for name in ("boxes", "features", "cls_prob", "num_boxes", "image_h", "image_w"):
+            np.testing.assert_array_equal(getattr(extracted.item, name), getattr(stored, name), err_msg=name)
+        if boxes == "detector":
+            assert 5 <= stored.num_boxes - 1 <= 20 and stored.cls_prob.shape[1] == 11
+    assert PictureFeatures(FeatureOptions(**options), tmp_path / "cache").regions(images[0]).features == "cached"
+    # Another config (the same keys, one more line) or other weights under the same names: another key.
+    vmb_copy = tmp_path / "vmb"
+    vmb_copy.mkdir()
+    (vmb_copy / "config.yaml").write_text(vmb.detector_config.read_text() + "# edited\n")
+    (vmb_copy / "model.pth").write_bytes(vmb.detector.read_bytes())
+    copied = dict(options, detector=str(vmb_copy / "model.pth"), detector_config=str(vmb_copy / "config.yaml"))
+    assert PictureFeatures(FeatureOptions(**copied), tmp_path / "cache").regions(images[0]).features == "extracted"
+    assert PictureFeatures(FeatureOptions(**copied), tmp_path / "cache").regions(images[0]).features == "cached"
+    torch.save({"model": maskrcnn_state_dict(seed=1)}, vmb_copy / "model.pth")
+    assert PictureFeatures(FeatureOptions(**copied), tmp_path / "cache").regions(images[0]).features == "extracted"
+
+
+def test_own_pictures_through_12in1_detector_and_a_released_checkpoint(setup, vmb):
+    """The README's story end to end: pictures -> 12-in-1's detector -> a released 12-in-1 .bin."""
+    images, _ = vqa_pictures(setup)
+    out = json.loads(cli(setup, "--checkpoint", vmb.model, "--config_file", vmb.config_path, "--images", images[0],
+                         "--detector", vmb.detector, "--detector-config", vmb.detector_config,
+                         "--question", "Is there a star?", "--json", "--no-cache").stdout)
+    result = out["results"][0]
+    assert result["image"]["features"] == "extracted" and 10 <= result["image"]["regions"] <= 100
+    assert result["source"]["task_token"] == 1
+    regions = PictureFeatures(FeatureOptions(detector=str(vmb.detector), detector_config=str(vmb.detector_config)))
+    model = ViLBertForVLTasks.from_pretrained(vmb.model, config=vmb.config)
+    logits = direct(model, setup, "Is there a star?", regions.regions(images[0]).item, "vil_prediction", task_token=1)
+    assert result["answers"][0]["answer"] == ANSWERS[int(logits.argmax())]
+    np.testing.assert_allclose(result["answers"][0]["probability"], float(logits.softmax(-1).max()), atol=1e-3)
+
+
 @pytest.mark.parametrize("case,message", [
     ("missing checkpoint", "--checkpoint .*nowhere: no such file or directory"),
     ("checkpoint of another config", "12in1/pytorch_model.bin: shape mismatch for bert.embeddings.word_embeddings"),
@@ -295,8 +374,12 @@ def test_feature_cache_is_keyed_by_content_and_settings(setup, tmp_path):
     ("ids without a store", "--image-ids goes with --features"),
     ("task token without the table", "--task-token 3: this checkpoint has no task tokens"),
     ("no boxes for the picture", "has no entry in --boxes-file"),
+    ("detector of another width", "--detector-config .*detectron_config.yaml \\(its box head's MLP_HEAD_DIM\\) "
+                                  f"gives {TINY_FEATURE_SIZE}-d region features, the checkpoint expects 2048 "
+                                  "\\(v_feature_size\\)"),
+    ("a backbone with the detector", "--backbone does not apply with --detector-config"),
 ])
-def test_errors_are_one_line(setup, tmp_path, capsys, monkeypatch, case, message):
+def test_errors_are_one_line(setup, vmb, tmp_path, capsys, monkeypatch, case, message):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     store = ["--features", setup.world / "vqa" / "features" / "regions.lmdb", "--image-ids", setup.vqa_ids[0]]
     question = ["--question", "Is there a star?"]
@@ -323,6 +406,12 @@ def test_errors_are_one_line(setup, tmp_path, capsys, monkeypatch, case, message
         "no boxes for the picture": ["--checkpoint", setup.tasks, "--images", *vqa_pictures(setup)[0][:1], "--backbone",
                                      "pixels", "--boxes", "gt", "--boxes-file", setup.world / "refcoco" / "boxes_gt.json",
                                      "--expression", "x", "--no-cache"],
+        "detector of another width": ["--checkpoint", setup.released["12in1"], "--config_file", setup.config_path,
+                                      "--images", *vqa_pictures(setup)[0][:1], "--detector", vmb.detector,
+                                      "--detector-config", vmb.detector_config, *question, "--no-cache"],
+        "a backbone with the detector": ["--checkpoint", vmb.model, "--config_file", vmb.config_path, "--images",
+                                         *vqa_pictures(setup)[0][:1], "--detector", vmb.detector, "--detector-config",
+                                         vmb.detector_config, "--backbone", "resnet101", *question],
     }[case]
     code = predict_main(["--bert_model", str(setup.bert), *map(str, args)])
     err = capsys.readouterr().err.strip().splitlines()

@@ -5,6 +5,8 @@ expression (the region it names) or captions (how well each fits the picture).
     python -m vilbert.predict --checkpoint CKPT --features STORE --image-ids 42 --expression "the big red star" \
         --picture grounding.png
     python -m vilbert.predict --checkpoint CKPT --images a.jpg --caption "A red star." --caption "Two circles." --json
+    python -m vilbert.predict --checkpoint multi_task_model.bin --images a.jpg --detector detectron_model.pth \
+        --detector-config detectron_config.yaml --question "What is the man holding?"
 
 In Python, one Predictor serves many requests (the model is loaded once, on its device, in eval
 mode; features are cached per picture; each caption's image-independent text layers are kept):
@@ -43,9 +45,14 @@ of the VQA task of `--tasks_config`.
 
 Features: with `--features STORE --image-ids ...`, the stored regions; with `--images`, the
 extractor of `python -m vilbert.features extract` with the same options (FeatureOptions;
-`features.feature_source` is the one place that turns a picture into regions), cached per picture
-under `--cache` (default ~/.cache/vilbert/features; keyed by the file's content, the extractor
-settings and, for `--boxes gt`, the image id), in the feature store's record format.
+`features.feature_source` is the one place that turns a picture into regions, through that
+command's own RegionExtractor), cached per picture under `--cache` (default
+~/.cache/vilbert/features; keyed by the file's content, the extractor settings with the identity of
+every file they name and, for `--boxes gt`, the image id), in the feature store's record format.
+A released 12-in-1 checkpoint needs 12-in-1's detector: `--detector detectron_model.pth
+--detector-config detectron_config.yaml` (its boxes, `--num-features` 100 and
+`--confidence-threshold` 0 by default, as 12-in-1; docs/DETECTOR.md). An extractor whose feature
+width is not the checkpoint's v_feature_size is refused before any picture is extracted.
 
 Modules: features.py (pictures -> regions, the cache), checkpoint.py (loading, heads, answer
 vocabularies), predictor.py (Predictor: the forward passes), results.py (the result dataclasses,

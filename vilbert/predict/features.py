@@ -2,6 +2,8 @@
 
     pictures = PictureFeatures(FeatureOptions(backbone="pixels", boxes="gt", boxes_file="boxes.json"),
                                cache_dir="~/.cache/vilbert/features")
+    pictures = PictureFeatures(FeatureOptions(detector="detectron_model.pth",      # 12-in-1's detector
+                                              detector_config="detectron_config.yaml"))
     regions = pictures.regions("a.png")                 # extracted, or read from the cache
     regions = pictures.stored("features.lmdb", 42)      # a feature store's record
 
@@ -42,22 +44,28 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class FeatureOptions:
     """How a picture becomes region features: the options of `python -m vilbert.features extract`
-    (same names and defaults, except boxes: a grid, which needs no other file)."""
+    (vilbert.features.extract.RegionExtractor; same names and defaults, except boxes, which
+    defaults to the detector's boxes when there is a detector, else to a grid)."""
 
     backbone: str = "resnet101"  # resnet50 | resnet101 | pixels (the demo world's descriptor)
     weights: Optional[str] = None  # local ResNet state dict
     random_weights: bool = False  # tests only
-    boxes: str = "grid"  # grid | gt (boxes_file, keyed by image id = file stem) | detector
+    boxes: Optional[str] = None  # grid | gt (boxes_file, keyed by image id = file stem) | detector
     boxes_file: Optional[str] = None
     grid: int = 6
-    detector: Optional[str] = None  # torchvision Faster R-CNN state dict (boxes="detector")
+    detector: Optional[str] = None  # torchvision Faster R-CNN state dict, or with detector_config 12-in-1's
     detector_arch: str = "fasterrcnn_resnet50_fpn"
+    detector_config: Optional[str] = None  # maskrcnn-benchmark YAML: the detector gives the features (no backbone)
     min_boxes: int = 10
-    max_boxes: int = 36
-    min_score: float = 0.2
+    max_boxes: Optional[int] = None  # --num-features: 36, or 12-in-1's 100 with detector_config
+    min_score: Optional[float] = None  # --confidence-threshold: 0.2, or 12-in-1's 0 with detector_config
     image_size: int = 600
     max_size: int = 1000
     feature_dtype: str = "float16"  # what the store keeps; the cache keeps the same
+
+    def __post_init__(self):
+        if self.boxes is None:
+            object.__setattr__(self, "boxes", "detector" if self.detector else "grid")
 
     def identity(self) -> dict:
         """What the features depend on, for the cache key: the settings, with every option that
@@ -85,49 +93,26 @@ def file_identity(path, content_limit: int = 16 << 20) -> list:
 FeatureSource = Callable[[np.ndarray, str], tuple]
 
 
-def feature_source(options: FeatureOptions, device=None) -> FeatureSource:
-    """THE place where a picture becomes regions, for every extractor FeatureOptions names.
+def feature_source(options: FeatureOptions, device=None, feature_size: Optional[int] = None) -> FeatureSource:
+    """THE place where a picture becomes regions: the extractor of `python -m vilbert.features
+    extract` (vilbert.features.extract.RegionExtractor) with the same options, one picture at a
+    time, so a picture's regions here are what that command stores for it (with --batch-size 1:
+    a batch pads its pictures to one size). feature_size: the width the model expects, checked
+    before any picture is extracted (a PredictError naming both widths)."""
+    from vilbert.features.extract import RegionExtractor
 
-    Boxes from a boxes file, a grid or a torchvision detector, then one feature per box from the
-    backbone, as `python -m vilbert.features extract` does. An extractor that gives boxes and
-    features together (12-in-1's detector) is one more branch here returning its own callable.
-    """
-    from vilbert.features.backbones import build_backbone
-    from vilbert.features.extract import grid_boxes, load_boxes_file
-
-    if options.boxes not in ("gt", "grid", "detector"):
-        raise ValueError(f"--boxes must be gt, grid or detector, not {options.boxes!r}")
-    backbone = build_backbone(options.backbone, weights=options.weights, random_weights=options.random_weights,
-                              device=device, image_size=options.image_size, max_size=options.max_size)
-    if options.boxes == "gt":
-        if not options.boxes_file:
-            raise ValueError("--boxes gt needs --boxes-file boxes.json")
-        table = load_boxes_file(options.boxes_file)
-
-        def boxes_of(image, image_id):
-            if image_id not in table:
-                raise PredictError(f"image id {image_id!r} has no entry in --boxes-file {options.boxes_file}")
-            return table[image_id]
-    elif options.boxes == "grid":
-        if options.grid < 1:
-            raise ValueError(f"--grid must be at least 1, got {options.grid}")
-
-        def boxes_of(image, image_id):
-            return grid_boxes(image.shape[0], image.shape[1], options.grid), None
-    else:
-        if not options.detector:
-            raise ValueError("--boxes detector needs --detector CKPT (a torchvision Faster R-CNN state dict)")
-        from vilbert.features.detector import Detector
-
-        detector = Detector(options.detector, arch=options.detector_arch, device=device, min_boxes=options.min_boxes,
-                            max_boxes=options.max_boxes, min_score=options.min_score)
-
-        def boxes_of(image, image_id):
-            return detector(image)
+    settings = {k: v for k, v in dataclasses.asdict(options).items() if k != "feature_dtype"}
+    extractor = RegionExtractor(device=device, **settings)
+    for note in extractor.notes:
+        logger.info("note: %s", note)
+    if feature_size is not None and extractor.dim != feature_size:
+        made_by = (f"--detector-config {options.detector_config} (its box head's MLP_HEAD_DIM)" if options.detector_config
+                   else f"--backbone {options.backbone}")
+        raise PredictError(f"{made_by} gives {extractor.dim}-d region features, the checkpoint expects "
+                           f"{feature_size} (v_feature_size): use the extractor it was trained with")
 
     def source(image: np.ndarray, image_id: str):
-        boxes, cls_prob = boxes_of(image, image_id)
-        return boxes, backbone([image], [boxes])[0], cls_prob
+        return extractor([image], [image_id])[0]
 
     return source
 
@@ -268,7 +253,7 @@ class PictureFeatures:
                 pixels = decode_image(data, name)
             if self._source is None:
                 try:
-                    self._source = feature_source(self.options, self.device)
+                    self._source = feature_source(self.options, self.device, self.feature_size)
                 except (ValueError, FileNotFoundError) as exc:
                     raise PredictError(f"feature extractor: {exc}") from None
             try:
