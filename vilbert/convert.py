@@ -18,7 +18,6 @@ as unmapped; model parameters nobody provided are reported as missing.
 
 import argparse
 import dataclasses
-import json
 import logging
 import pickle
 import re
