@@ -4,7 +4,7 @@
 # of benchmarks/bench_model.py, written to ONE device_check.json and ONE device_check.md.
 #
 #   bash benchmarks/device_check.sh --prepare                  # here, with PyPI: fill .device/ (1.7 MiB)
-#   bash benchmarks/device_check.sh --out DIR                  # on the GPU machine: ~7 min on one H200
+#   bash benchmarks/device_check.sh --out DIR                  # on the GPU machine: ~7.5 min on one H200
 #   bash benchmarks/device_check.sh --device cpu --quick --out DIR   # tiny config on a CPU, under a minute
 #
 # Options: --out DIR (default $OUT, else results/device_check), --device cuda|cpu (default: cuda when
@@ -31,8 +31,9 @@
 # The run, in order, each step in its own process under `timeout`, a failure recorded and the next
 # step run: the environment (torch, CUDA, GPU, driver, CPUs, git commit); the offline packages; the
 # four checks of benchmarks/device_checks.py; the bench_model.py workloads (GPU: the shapes of the
-# issue, eager first, compiled last; --quick: `--quick --workload all` once). The report is rewritten
-# after every step, so a run cut short still leaves one.
+# issue, eager first, compiled last; --quick: `--quick --workload all` once); 12-in-1's detector
+# through benchmarks/bench_detector.py (GPU: R-152-FPN 32x8d at 800x1333, before the compiled steps;
+# --quick: a tiny one). The report is rewritten after every step, so a run cut short still leaves one.
 
 set -uo pipefail
 
@@ -196,12 +197,19 @@ bench() {  # bench NAME LIMIT ESTIMATE ARGS...: one bench_model.py run, its rows
         --json "$WORK/bench/$name.jsonl" "$@"
 }
 
+bench_detector() {  # bench_detector NAME LIMIT ESTIMATE ARGS...: one bench_detector.py run (12-in-1's detector)
+    local name="$1" limit="$2" estimate="$3"
+    shift 3
+    run_step "$name" bench "$limit" "$estimate" "$PY" benchmarks/bench_detector.py --device "$DEVICE" \
+        --json "$WORK/bench/$name.jsonl" "$@"
+}
+
 echo "[device_check] $DEVICE$([ "$QUICK" = 1 ] && echo ', quick'), python $PY, budget ${BUDGET}s, out $OUT_DIR"
 
 # Estimates (seconds, one H200, 16 cores) include each process's start: importing torch, CUDA
 # context, building a 239 M-parameter model (~10 s). Eager bench steps: 3 warm-up + 10 timed steps
-# plus one FLOP-counted step. GPU total ~420 s (7 min): setup 10, checks 80, eager bench 170,
-# compiled bench 160.
+# plus one FLOP-counted step. GPU total ~450 s (7.5 min): setup 10, checks 80, eager bench 170,
+# the detector 30, compiled bench 160.
 run_step env setup 60 5 "$PY" benchmarks/device_checks.py env --out "$WORK/env.json"                 # ~5 s
 run_step install setup 120 5 "$PY" benchmarks/device_checks.py install --wheels "$DEVICE_DIR/wheels" \
     --target "$WORK/site"                                                                             # ~5 s
@@ -214,6 +222,8 @@ check ddp 90 20          # NCCL init, two forward/backward + two train_steps at 
 if [ "$QUICK" = 1 ]; then
     # tiny config, the 7 workloads, batch 2: ~30 s on a CPU
     bench bench_quick 240 30 --quick --workload all ${BERT[@]+"${BERT[@]}"}
+    # a tiny detector of 12-in-1's structure, batch 2 of 80x120 images: ~8 s on a CPU
+    bench_detector extract_vmb_quick 120 10 --quick
 else
     bench pretrain_bf16 120 20 --workload pretrain --precision bf16 --batch 256                       # ~20 s
     bench pretrain_fp32 120 30 --workload pretrain --precision fp32 --batch 256                       # ~30 s
@@ -224,6 +234,9 @@ else
     # writes a 512-record store (~270 MB), then the real dataset and loader with 12 workers: ~50 s
     bench pretrain_data_bf16 150 50 --workload pretrain-data --precision bf16 --batch 256 \
         --num_workers 12 ${BERT[@]+"${BERT[@]}"}
+    # 12-in-1's detector (R-152-FPN 32x8d, random weights, fp32): 5 batches of 4 images of 800x1333,
+    # selection included; building the 200 M-parameter model twice on the CPU is most of it: ~30 s
+    bench_detector extract_vmb_x152 120 30 --config x152 --batch 4 --steps 5 --size 800x1333
     # Compiled last: the slowest and least certain (Inductor compiles the forward and backward, then
     # once more when a second batch's target count makes shapes dynamic).
     bench pretrain_bf16_compile 200 90 --workload pretrain --precision bf16 --batch 256 --compile      # ~90 s

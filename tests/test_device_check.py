@@ -35,7 +35,7 @@ def test_quick_run_on_cpu(tmp_path):
 
     steps = {s["name"]: s for s in report["steps"]}
     assert list(steps) == ["env", "install", "check_precision", "check_gradscaler", "check_sdpa", "check_ddp",
-                           "bench_quick"]
+                           "bench_quick", "extract_vmb_quick"]
     assert all(s["status"] == "ok" and s["rc"] == 0 and s["seconds"] > 0 for s in steps.values()), steps
 
     checks = {c["name"]: c for c in report["checks"]}
@@ -49,11 +49,14 @@ def test_quick_run_on_cpu(tmp_path):
     assert report["summary"]["all_checks_passed"] and report["summary"]["steps_failed"] == []
 
     rows = report["bench"]
-    workloads = {"pretrain", "vqa", "vcr", "refcoco", "retrieval", "score", "pretrain-data"}
+    workloads = {"pretrain", "vqa", "vcr", "refcoco", "retrieval", "score", "pretrain-data", "extract-vmb"}
     assert {r["workload"] for r in rows} == workloads
     for row in rows:
-        assert row["rate"] > 0 and row["step_ms"] > 0 and row["tflops"] >= 0 and row["step"] == "bench_quick", row
-        assert row["config"] == "vilbert_tiny.json" and row["device"] == "cpu"
+        assert row["rate"] > 0 and row["step_ms"] > 0 and row["tflops"] >= 0 and row["device"] == "cpu", row
+        if row["workload"] == "extract-vmb":  # 12-in-1's detector, benchmarks/bench_detector.py --quick
+            assert row["step"] == "extract_vmb_quick" and row["config"] == "tiny" and row["unit"] == "images"
+        else:
+            assert row["step"] == "bench_quick" and row["config"] == "vilbert_tiny.json"
 
     text = (out / "device_check.md").read_text()
     assert BENCH_HEADER in text

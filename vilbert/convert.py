@@ -18,7 +18,6 @@ as unmapped; model parameters nobody provided are reported as missing.
 
 import argparse
 import dataclasses
-import json
 import logging
 import pickle
 import re
@@ -371,10 +370,11 @@ def _to_our_names(source: _Source, report: LoadReport) -> Dict[str, Tuple[str, t
     return out
 
 
-def read_tensors(path, names) -> Dict[str, torch.Tensor]:
+def read_tensors(path, names, source: Optional[_Source] = None) -> Dict[str, torch.Tensor]:
     """Tensors of a checkpoint in any of the three formats, by our parameter names (e.g.
-    "alignment_head.weight"); a name the checkpoint lacks is left out."""
-    source = read_source(path)
+    "alignment_head.weight"); a name the checkpoint lacks is left out. `source`: the checkpoint
+    already read by `read_source(path)` (a large file is then not read again)."""
+    source = source if source is not None else read_source(path)
     tensors = _to_our_names(source, LoadReport(str(path), source.format))
     return {name: tensors[name][1] for name in names if name in tensors}
 
@@ -408,7 +408,7 @@ def _fit_config(cls, config: ViLBertConfig, names, kwargs, report: LoadReport) -
 
 
 def load_pretrained(cls, path, config: Optional[ViLBertConfig] = None, *, strict: bool = False,
-                    skip_mismatched: bool = False, **model_kwargs):
+                    skip_mismatched: bool = False, source: Optional[_Source] = None, **model_kwargs):
     """Build `cls(config, **model_kwargs)` and load `path` into it (module docstring: formats).
 
     config: required for BERT and original checkpoints (they carry none); for our directories the
@@ -417,9 +417,10 @@ def load_pretrained(cls, path, config: Optional[ViLBertConfig] = None, *, strict
     strict: raise if any source key is unmapped or any model parameter is missing.
     skip_mismatched: leave parameters whose shape differs at their init (reported) instead of
     raising, e.g. an answer head of another size.
+    source: `read_source(path)` when the caller has read it already (to choose the class).
     The LoadReport is logged and kept as `model.load_report`.
     """
-    source = read_source(path)
+    source = source if source is not None else read_source(path)
     config = config if config is not None else source.config
     if config is None:
         raise ValueError(f"{path}: {source.format} checkpoints carry no ViLBERT config; pass config="

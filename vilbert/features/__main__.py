@@ -10,15 +10,19 @@ import sys
 def _extract(args) -> int:
     from vilbert.features.extract import run_extraction
 
+    if args.detector_config is not None and args.backbone is not None:
+        raise ValueError("--backbone does not apply with --detector-config: the features are the detector's own "
+                         "(its box head's fc6)")
     result = run_extraction(
         args.images,
         args.output,
         boxes=args.boxes,
         boxes_file=args.boxes_file,
-        backbone=args.backbone,
+        backbone=args.backbone or "resnet101",
         grid=args.grid,
         detector=args.detector,
         detector_arch=args.detector_arch,
+        detector_config=args.detector_config,
         min_boxes=args.min_boxes,
         max_boxes=args.max_boxes,
         min_score=args.min_score,
@@ -35,6 +39,7 @@ def _extract(args) -> int:
     print(
         f"{result.output}: {result.written} image(s) extracted, {result.already_done} already there, "
         f"{len(result.failed)} undecodable, {len(result.without_boxes)} without boxes"
+        + (f", {len(result.without_regions)} without regions" if result.without_regions else "")
     )
     return 0
 
@@ -76,15 +81,23 @@ def build_parser() -> argparse.ArgumentParser:
     extract.add_argument("--images", required=True, help="folder of images; the image id is the file stem")
     extract.add_argument("--output", required=True, help="the store to write (under torchrun: a folder of shards)")
     extract.add_argument("--boxes", choices=["gt", "grid", "detector"], required=True)
-    extract.add_argument("--boxes-file", help="boxes.json for --boxes gt")
+    extract.add_argument("--boxes-file", help="boxes.json for --boxes gt; boxes are x1, y1, x2, y2 in pixels")
     extract.add_argument("--grid", type=int, default=6, help="N for an N x N grid of boxes (--boxes grid)")
-    extract.add_argument("--detector", help="torchvision Faster R-CNN state dict (--boxes detector)")
+    extract.add_argument("--detector", help="torchvision Faster R-CNN state dict (--boxes detector); with "
+                         "--detector-config a maskrcnn-benchmark checkpoint (12-in-1's detectron_model.pth)")
     extract.add_argument("--detector-arch", default="fasterrcnn_resnet50_fpn",
                          help="torchvision builder the --detector checkpoint belongs to")
+    extract.add_argument("--detector-config", help="the maskrcnn-benchmark YAML of --detector (12-in-1's "
+                         "detectron_config.yaml): that detector then gives the features too, of its own boxes "
+                         "(--boxes detector, 12-in-1's selection) or of given ones (--boxes gt|grid); no --backbone")
     extract.add_argument("--min-boxes", type=int, default=10, help="detector: keep at least this many boxes")
-    extract.add_argument("--max-boxes", type=int, default=36, help="detector: keep at most this many boxes")
-    extract.add_argument("--min-score", type=float, default=0.2, help="detector: score threshold")
-    extract.add_argument("--backbone", choices=["resnet50", "resnet101", "pixels"], default="resnet101")
+    extract.add_argument("--max-boxes", "--num-features", dest="max_boxes", type=int, default=None,
+                         help="detector: keep at most this many boxes (default 36; 100 with --detector-config, "
+                         "as 12-in-1)")
+    extract.add_argument("--min-score", "--confidence-threshold", dest="min_score", type=float, default=None,
+                         help="detector: score threshold (default 0.2; 0 with --detector-config, as 12-in-1)")
+    extract.add_argument("--backbone", choices=["resnet50", "resnet101", "pixels"], default=None,
+                         help="feature backbone (default resnet101; none with --detector-config)")
     extract.add_argument("--weights", help="local ResNet state dict for the backbone")
     extract.add_argument("--random-weights", action="store_true", help="random ResNet weights (tests only)")
     extract.add_argument("--batch-size", type=int, default=8)

@@ -3,11 +3,19 @@
     python -m vilbert.features extract --images DIR --output STORE \
         --boxes gt|grid|detector [--boxes-file boxes.json] [--detector CKPT] [--grid 6] \
         --backbone resnet50|resnet101|pixels [--weights FILE | --random-weights] [--batch-size 8]
+    python -m vilbert.features extract --images DIR --output STORE --boxes detector|gt \
+        --detector detectron_model.pth --detector-config detectron_config.yaml
 
 The image id is the file stem (`123.jpg` -> "123"). Boxes come from a JSON file
 (`{"<image id>": {"boxes": [[x1, y1, x2, y2], ...], "cls_prob": [[...], ...]}}`, `cls_prob` optional
 and written to the store as given), from a fixed N x N grid, or from a torchvision Faster R-CNN
 checkpoint (vilbert/features/detector.py). Backbones are in vilbert/features/backbones.py.
+
+With `--detector-config`, `--detector` is a maskrcnn-benchmark checkpoint (12-in-1's
+`detectron_model.pth` + `detectron_config.yaml`) and that detector gives the features too: its
+boxes with 12-in-1's selection (`--boxes detector`), or the given boxes through its box head
+(`--boxes gt|grid`), with its full class distribution as `cls_prob` (vilbert/features/vmb.py).
+RegionExtractor is the one path from pixels to regions, here and in vilbert.predict.
 
 Under `torchrun` (WORLD_SIZE > 1) rank r takes every WORLD_SIZE-th image of the sorted list and
 writes `OUTPUT/part-<r>-of-<WORLD_SIZE>.lmdb`; a single process writes OUTPUT itself. Either way
@@ -42,6 +50,7 @@ class ExtractionResult:
     already_done: int = 0  # images skipped because a store under OUTPUT has them
     failed: list = field(default_factory=list)  # (file, reason) of images that could not be decoded
     without_boxes: list = field(default_factory=list)  # image ids with no entry in the boxes file
+    without_regions: list = field(default_factory=list)  # image ids in which the detector found no region
 
 
 def list_images(images_dir) -> dict[str, Path]:
@@ -163,6 +172,88 @@ def _done_ids(output: Path, world: int, own: Path) -> set[str]:
     return done
 
 
+class RegionExtractor:
+    """Pictures -> regions: the one path from pixels to (boxes, features, cls_prob), for
+    `python -m vilbert.features extract` over a folder and for vilbert.predict over single pictures,
+    so that both give the same numbers for the same picture and options.
+
+    Boxes come from the boxes file (`boxes="gt"`, looked up by image id), an N x N grid, or a
+    detector; then one feature per box from `backbone`. With `detector_config`, `detector` is
+    12-in-1's maskrcnn-benchmark detector (vilbert/features/vmb.py), which gives the features too:
+    of its own boxes with 12-in-1's selection (`boxes="detector"`), or of the given ones through its
+    box head, its full class distribution as cls_prob either way (`backbone` is then unused).
+    max_boxes / min_score default to 36 / 0.2 for a torchvision detector and to 12-in-1's 100 / 0
+    with `detector_config`.
+
+    `dim`: the feature width; `notes`: what was read but is not used (for the caller to show);
+    `boxes_table`: the boxes file ({image id: (boxes, cls_prob or None)}) with `boxes="gt"`.
+    """
+
+    def __init__(self, boxes: str = "gt", boxes_file=None, backbone: str = "pixels", grid: int = 6, detector=None,
+                 detector_arch: str = "fasterrcnn_resnet50_fpn", detector_config=None, min_boxes: int = 10,
+                 max_boxes: int | None = None, min_score: float | None = None, weights=None,
+                 random_weights: bool = False, device=None, image_size: int = 600, max_size: int = 1000):
+        if boxes not in ("gt", "grid", "detector"):
+            raise ValueError(f"--boxes must be gt, grid or detector, not {boxes!r}")
+        if boxes == "gt" and boxes_file is None:
+            raise ValueError("--boxes gt needs --boxes-file boxes.json")
+        if detector_config is not None and detector is None:
+            raise ValueError("--detector-config needs --detector CKPT (the maskrcnn-benchmark checkpoint, "
+                             "e.g. 12-in-1's detectron_model.pth)")
+        if boxes == "detector" and detector is None:
+            raise ValueError("--boxes detector needs --detector CKPT (a torchvision Faster R-CNN state dict)")
+        if boxes == "grid" and grid < 1:
+            raise ValueError(f"--grid must be at least 1, got {grid}")
+        vmb = detector_config is not None
+        self.boxes, self.boxes_file, self.grid = boxes, boxes_file, grid
+        self.max_boxes = (100 if vmb else 36) if max_boxes is None else max_boxes
+        self.min_score = (0.0 if vmb else 0.2) if min_score is None else min_score
+        self.boxes_table = load_boxes_file(boxes_file) if boxes == "gt" else None
+        self.notes: list[str] = []
+        self.vmb = self.backbone = self.detector = None
+        if vmb:
+            from vilbert.features.vmb import VmbExtractor
+
+            self.vmb = VmbExtractor(detector, detector_config, device=device, num_features=self.max_boxes,
+                                    min_boxes=min_boxes, confidence_threshold=self.min_score)
+            self.dim = self.vmb.dim
+            self.notes += self.vmb.notes
+            if self.boxes_table is not None and any(cls is not None for _, cls in self.boxes_table.values()):
+                self.notes.append("the boxes file's cls_prob is replaced by the detector's class distribution")
+            return
+        from vilbert.features.backbones import build_backbone
+
+        self.backbone = build_backbone(backbone, weights=weights, random_weights=random_weights, device=device,
+                                       image_size=image_size, max_size=max_size)
+        self.dim = self.backbone.dim
+        if boxes == "detector":
+            from vilbert.features.detector import Detector
+
+            self.detector = Detector(detector, arch=detector_arch, device=device, min_boxes=min_boxes,
+                                     max_boxes=self.max_boxes, min_score=self.min_score)
+
+    def __call__(self, images: list[np.ndarray], image_ids: list[str]) -> list[tuple]:
+        """HxWx3 uint8 RGB pictures and their ids -> one (boxes (n, 4) pixels, features (n, dim),
+        cls_prob (n, C) or None) each; n may be 0 (a detector that finds nothing)."""
+        given = []  # (boxes, cls_prob) per picture; None boxes: 12-in-1's detector finds them
+        for image, image_id in zip(images, image_ids):
+            if self.boxes == "gt":
+                if image_id not in self.boxes_table:
+                    raise ValueError(f"image id {image_id!r} has no entry in --boxes-file {self.boxes_file}")
+                given.append(self.boxes_table[image_id])
+            elif self.boxes == "grid":
+                given.append((grid_boxes(image.shape[0], image.shape[1], self.grid), None))
+            elif self.vmb is not None:
+                given.append((None, None))
+            else:
+                given.append(self.detector(image))
+        if self.vmb is not None:
+            regions = self.vmb(images, None if self.boxes == "detector" else [b for b, _ in given])
+            return [(r.boxes, r.features, r.cls_prob) for r in regions]
+        features = self.backbone(images, [b for b, _ in given])
+        return [(b, f, cls_prob) for (b, cls_prob), f in zip(given, features)]
+
+
 def run_extraction(
     images_dir,
     output,
@@ -172,9 +263,10 @@ def run_extraction(
     grid: int = 6,
     detector=None,
     detector_arch: str = "fasterrcnn_resnet50_fpn",
+    detector_config=None,
     min_boxes: int = 10,
-    max_boxes: int = 36,
-    min_score: float = 0.2,
+    max_boxes: int | None = None,
+    min_score: float | None = None,
     weights=None,
     random_weights: bool = False,
     batch_size: int = 8,
@@ -185,21 +277,11 @@ def run_extraction(
     max_size: int = 1000,
     progress: bool = True,
 ) -> ExtractionResult:
-    """Extract features for every image of `images_dir` not yet in `output` (see module docstring)."""
+    """Extract features for every image of `images_dir` not yet in `output` (see module docstring);
+    the options are RegionExtractor's."""
     import torch
     from torch.utils.data import DataLoader
     from tqdm import tqdm
-
-    from vilbert.features.backbones import build_backbone
-
-    if boxes not in ("gt", "grid", "detector"):
-        raise ValueError(f"--boxes must be gt, grid or detector, not {boxes!r}")
-    if boxes == "gt" and boxes_file is None:
-        raise ValueError("--boxes gt needs --boxes-file boxes.json")
-    if boxes == "detector" and detector is None:
-        raise ValueError("--boxes detector needs --detector CKPT (a torchvision Faster R-CNN state dict)")
-    if boxes == "grid" and grid < 1:
-        raise ValueError(f"--grid must be at least 1, got {grid}")
 
     rank, world, local_rank = distributed_rank()
     if device is None:
@@ -208,56 +290,45 @@ def run_extraction(
     own_store = (output if world == 1 else output / f"part-{rank}-of-{world}.lmdb").resolve()
 
     images = list_images(images_dir)
+    extractor = RegionExtractor(boxes=boxes, boxes_file=boxes_file, backbone=backbone, grid=grid, detector=detector,
+                                detector_arch=detector_arch, detector_config=detector_config, min_boxes=min_boxes,
+                                max_boxes=max_boxes, min_score=min_score, weights=weights,
+                                random_weights=random_weights, device=device, image_size=image_size,
+                                max_size=max_size)
+    if rank == 0:
+        for note in extractor.notes:
+            print(f"note: {note}", file=sys.stderr)
     result = ExtractionResult(output=own_store)
-    gt_boxes = None
-    if boxes == "gt":
-        gt_boxes = load_boxes_file(boxes_file)
-        result.without_boxes = sorted(i for i in images if i not in gt_boxes)
-        images = {i: p for i, p in images.items() if i in gt_boxes}
+    if extractor.boxes_table is not None:
+        result.without_boxes = sorted(i for i in images if i not in extractor.boxes_table)
+        images = {i: p for i, p in images.items() if i in extractor.boxes_table}
     mine = sorted(images)[rank::world]
     done = _done_ids(output, world, own_store)
     todo = [(i, images[i]) for i in mine if i not in done]
     result.already_done = len(mine) - len(todo)
-
-    extractor = build_backbone(
-        backbone, weights=weights, random_weights=random_weights, device=device,
-        image_size=image_size, max_size=max_size,
-    )
-    box_detector = None
-    if boxes == "detector":
-        from vilbert.features.detector import Detector
-
-        box_detector = Detector(detector, arch=detector_arch, device=device, min_boxes=min_boxes,
-                                max_boxes=max_boxes, min_score=min_score)
 
     loader = DataLoader(_ImageFiles(todo), batch_size=batch_size, num_workers=num_workers, collate_fn=_collate)
     bar = tqdm(total=len(todo), desc=f"extract rank {rank}" if world > 1 else "extract", disable=not progress,
                unit="img", dynamic_ncols=True)
     with FeatureWriter(own_store, feature_dtype=feature_dtype) as writer:
         for batch in loader:
-            ids, arrays, batch_boxes, batch_cls = [], [], [], []
+            ids, arrays = [], []
             for image_id, path, array, error in batch:
                 if error is not None:
                     result.failed.append((str(path), error))
                     continue
-                if boxes == "gt":
-                    image_boxes, cls_prob = gt_boxes[image_id]
-                elif boxes == "grid":
-                    image_boxes, cls_prob = grid_boxes(array.shape[0], array.shape[1], grid), None
-                else:
-                    image_boxes, cls_prob = box_detector(array)
                 ids.append(image_id)
                 arrays.append(array)
-                batch_boxes.append(image_boxes)
-                batch_cls.append(cls_prob)
             if ids:
-                features = extractor(arrays, batch_boxes)
-                for image_id, array, image_boxes, feats, cls_prob in zip(ids, arrays, batch_boxes, features, batch_cls):
+                for image_id, array, (image_boxes, feats, cls_prob) in zip(ids, arrays, extractor(arrays, ids)):
+                    if len(image_boxes) == 0:
+                        result.without_regions.append(image_id)
+                        continue
                     writer.put(image_id, image_h=array.shape[0], image_w=array.shape[1], boxes=image_boxes,
                                features=feats, cls_prob=cls_prob)
+                    result.written += 1
                 # Commit every batch: an interrupted job loses at most the batch in flight.
                 writer.commit()
-                result.written += len(ids)
             bar.update(len(batch))
     bar.close()
     report_problems(result)
@@ -265,7 +336,7 @@ def run_extraction(
 
 
 def report_problems(result: ExtractionResult, stream=None) -> None:
-    """Print the images skipped for being undecodable or having no boxes (to stderr)."""
+    """Print the images skipped for being undecodable, having no boxes or no regions (to stderr)."""
     stream = stream or sys.stderr
     if result.failed:
         print(f"skipped {len(result.failed)} image(s) that could not be decoded:", file=stream)
@@ -274,3 +345,7 @@ def report_problems(result: ExtractionResult, stream=None) -> None:
     if result.without_boxes:
         shown = ", ".join(result.without_boxes[:20]) + (" ..." if len(result.without_boxes) > 20 else "")
         print(f"skipped {len(result.without_boxes)} image(s) with no entry in the boxes file: {shown}", file=stream)
+    if result.without_regions:
+        shown = ", ".join(result.without_regions[:20]) + (" ..." if len(result.without_regions) > 20 else "")
+        print(f"skipped {len(result.without_regions)} image(s) in which the detector found no region: {shown}",
+              file=stream)

@@ -9,7 +9,7 @@ from pathlib import Path
 import lmdb
 import numpy as np
 
-from vilbert.features.store import FeatureStoreError, decode_record, environment, release
+from vilbert.features.store import FeatureStoreError, RawRecord, decode_record, environment, release
 
 # Row 0 of every region tensor is the whole image (REFERENCE section 1).
 GLOBAL_LOCATION = np.array([0.0, 0.0, 1.0, 1.0, 1.0], dtype=np.float32)
@@ -182,28 +182,33 @@ class FeatureReader:
 
     def __getitem__(self, image_id) -> RegionItem:
         key, buf, path = self._raw(image_id)
-        record = decode_record(key, buf, str(path))
-        n, dim = record.features.shape
-        features = np.empty((n + 1, dim), dtype=np.float32)  # (n+1, D)
-        to_float32(record.features, out=features[1:])
-        np.mean(features[1:], axis=0, out=features[0])
-        locations = np.empty((n + 1, 5), dtype=np.float32)  # (n+1, 5)
-        locations[0] = GLOBAL_LOCATION
-        locations[1:] = box_locations(record.boxes, record.image_h, record.image_w)
-        cls_prob = None if record.cls_prob is None else to_float32(record.cls_prob)
-        return RegionItem(
-            image_id=key,
-            features=features,
-            locations=locations,
-            boxes=record.boxes.copy(),
-            image_h=record.image_h,
-            image_w=record.image_w,
-            num_boxes=n + 1,
-            cls_prob=cls_prob,
-        )
+        return region_item(key, decode_record(key, buf, str(path)))
 
     def __repr__(self):
         return f"FeatureReader({[str(p) for p in self.paths]})"
+
+
+def region_item(image_id: str, record: RawRecord) -> RegionItem:
+    """A decoded store record as a RegionItem: float32 features with the global row 0 (their mean)
+    and the 5-d locations. The record's arrays must be writable (see to_float32)."""
+    n, dim = record.features.shape
+    features = np.empty((n + 1, dim), dtype=np.float32)  # (n+1, D)
+    to_float32(record.features, out=features[1:])
+    np.mean(features[1:], axis=0, out=features[0])
+    locations = np.empty((n + 1, 5), dtype=np.float32)  # (n+1, 5)
+    locations[0] = GLOBAL_LOCATION
+    locations[1:] = box_locations(record.boxes, record.image_h, record.image_w)
+    cls_prob = None if record.cls_prob is None else to_float32(record.cls_prob)
+    return RegionItem(
+        image_id=image_id,
+        features=features,
+        locations=locations,
+        boxes=record.boxes.copy(),
+        image_h=record.image_h,
+        image_w=record.image_w,
+        num_boxes=n + 1,
+        cls_prob=cls_prob,
+    )
 
 
 def store_info(path_or_paths) -> dict:
