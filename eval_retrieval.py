@@ -25,7 +25,7 @@ import torch
 
 from vilbert.finetune import (SetupError, build_datasets, build_on_main_first, create_precision, load_task_model,
                               load_tasks, metrics_table, retrieval_metrics, retrieval_scores, split_name,
-                              task_token_ids, write_metrics)
+                              task_token_row, write_metrics)
 from vilbert.training import maybe_compile, should_compile
 from vilbert.training.cli import add_runtime_arguments, run_script
 
@@ -76,7 +76,7 @@ def evaluate(args, dist) -> int:
     model.to(dist.device).eval()
     maybe_compile(model, args.compile, dist.device)
     precision = create_precision(args.precision, dist.device)
-    token = task_token_ids(task) if model.config.task_specific_tokens else None
+    token = task_token_row(task) if model.config.task_specific_tokens else None
     if dist.is_main:
         print(f"{task.name} {split}: {dataset.num_captions} captions x {dataset.num_images} images"
               + (" (zero-shot)" if args.zero_shot else "")

@@ -19,7 +19,8 @@ import sys
 from pathlib import Path
 
 from vilbert.finetune import (SetupError, build_datasets, build_on_main_first, create_precision, evaluate_task,
-                              load_task_model, load_tasks, make_loader, metrics_table, split_name, write_metrics)
+                              load_task_model, load_tasks, make_loader, metrics_table, split_name, task_token_row,
+                              write_metrics)
 from vilbert.training import EvalSampler, maybe_compile
 from vilbert.training.cli import add_runtime_arguments, run_script
 
@@ -59,6 +60,8 @@ def evaluate(args, dist) -> int:
                             task_specific_tokens=args.task_specific_tokens, log=lambda m: None,
                             required=sorted({task.head for task in tasks.values()}))
     for task_id, task in tasks.items():
+        if model.config.task_specific_tokens:  # a task without a row fails before any task is evaluated
+            task_token_row(task)
         labels = getattr(datasets[task_id], "num_labels", 1)
         if task.head == "vil_prediction" and labels != model.num_labels:
             raise SetupError(f"{args.from_pretrained}: its classifier has {model.num_labels} answers, but task "

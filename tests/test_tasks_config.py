@@ -22,6 +22,85 @@ def test_repository_task_file():
     assert [c.reader for c in configs.values()] == ["vqa", "vcr_q2a", "vcr_qa2r", "retrieval", "refer"]
 
 
+def test_repository_task_files_parse_fully():
+    """Both shipped files, every entry, by the same code: the seed's ids and 12-in-1's."""
+    seed = load_task_configs(REPO / "vlbert_tasks.yml")
+    multi = load_task_configs(REPO / "vilbert_tasks.yml")
+    assert {i: c.name for i, c in multi.items()} == {
+        1: "VQA", 2: "GenomeQA", 3: "VisualDialog", 4: "Visual7w", 5: "VCR_Q-A", 6: "VCR_QA-R", 7: "RetrievalCOCO",
+        8: "RetrievalFlickr30k", 9: "refcoco", 10: "refcoco+", 11: "refcocog", 12: "NLVR2", 13: "VisualEntailment",
+        14: "GuessWhat", 15: "GQA", 16: "Foil", 17: "GuessWhatPointing", 18: "FlickrGrounding"}
+    assert [c.type for c in multi.values()] == [
+        "VL-classifier", "VL-classifier", "VL-logit", "V-logit-mc", "VL-logit", "VL-logit", "VL-logit", "VL-logit",
+        "V-logit", "V-logit", "V-logit", "VL-binary-classifier", "VL-tri-classifier", "VL-tri-classifier",
+        "VL-classifier-GQA", "VL-binary-classifier", "V-logit-mc", "V-logit"]
+    assert multi[16].loss == "CrossEntropyLoss" and multi[12].loss == "BCEWithLogitLoss"  # as 12-in-1's file
+    assert [c.process for c in multi.values()][:8] == ["normal", "normal", "dialog", "normal", "expand", "expand",
+                                                       "retrieval", "retrieval"]
+    assert all(c.process is None for c in seed.values())
+    # Our data/ layout, 12-in-1's feature stores; the original's values otherwise.
+    assert multi[1].dataroot == REPO / "data" / "VQA" and multi[1].max_region_num == 101
+    assert multi[10].features_h5path1 == REPO / "data/referExpression/refcoco+_resnext152_faster_rcnn_genome.lmdb"
+    assert multi[8].val_annotations_jsonpath == REPO / "data/flickr30k/all_data_final_test_set0_2014.jsonline"
+    assert multi[18].lr == pytest.approx(2e-6) and multi[17].max_seq_length == 256 and multi[13].val_split == "dev"
+    # The five tasks both files hold: the same task under another id.
+    for seed_id, multi_id in {1: 1, 6: 5, 7: 6, 9: 8, 11: 10}.items():
+        assert (seed[seed_id].name, seed[seed_id].type, seed[seed_id].reader) == \
+            (multi[multi_id].name, multi[multi_id].type, multi[multi_id].reader)
+
+
+def test_twelve_in_one_ids_select_its_tasks():
+    from vilbert.tasks.registry import build_tasks
+
+    tasks = build_tasks("1-5-6-7-8-9-10", REPO / "vilbert_tasks.yml")
+    assert {i: (t.name, t.type.name, t.reader.name) for i, t in tasks.items()} == {
+        1: ("VQA", "VL-classifier", "vqa"), 5: ("VCR_Q-A", "VL-logit", "vcr_q2a"),
+        6: ("VCR_QA-R", "VL-logit", "vcr_qa2r"), 7: ("RetrievalCOCO", "VL-logit", "retrieval"),
+        8: ("RetrievalFlickr30k", "VL-logit", "retrieval"), 9: ("refcoco", "V-logit", "refer"),
+        10: ("refcoco+", "V-logit", "refer")}
+    # The seed's file still selects by its own ids.
+    seed = build_tasks("6-7-9-11", REPO / "vlbert_tasks.yml")
+    assert [t.name for t in seed.values()] == ["VCR_Q-A", "VCR_QA-R", "RetrievalFlickr30k", "refcoco+"]
+
+
+@pytest.mark.parametrize("task_id, missing", [
+    (2, ["reader 'genome_qa'"]), (3, ["reader 'visdial'"]), (11, ["reader 'refer_umd'"]),
+    (18, ["reader 'flickr_grounding'"]), (4, ["type 'V-logit-mc'", "reader 'visual7w_pointing'"]),
+    (12, ["type 'VL-binary-classifier'", "reader 'nlvr2'"]), (13, ["type 'VL-tri-classifier'", "reader 'snli_ve'"]),
+    (14, ["type 'VL-tri-classifier'", "reader 'guesswhat'"]), (15, ["type 'VL-classifier-GQA'", "reader 'gqa'"]),
+    (16, ["type 'VL-binary-classifier'", "reader 'foil'"]),
+    (17, ["type 'V-logit-mc'", "reader 'guesswhat_pointing'"]),
+])
+def test_twelve_in_one_tasks_not_supported_yet_are_one_line_errors(task_id, missing):
+    from vilbert.tasks.registry import build_tasks
+
+    with pytest.raises(TaskConfigError, match="cannot run here yet") as info:
+        build_tasks(str(task_id), REPO / "vilbert_tasks.yml")
+    message = str(info.value)
+    assert "\n" not in message and f"TASK{task_id} " in message and all(m in message for m in missing)
+    assert ("unsupported task type" in message) == any(m.startswith("type") for m in missing)
+
+
+def test_an_unsupported_task_stops_a_script_in_one_line(capsys, monkeypatch):
+    monkeypatch.syspath_prepend(str(REPO))
+    import train_tasks
+
+    code = train_tasks.main(["--tasks_config", str(REPO / "vilbert_tasks.yml"), "--tasks", "1-15"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "TASK15 (GQA)" in err[0] and "'VL-classifier-GQA'" in err[0]
+
+
+def test_task_token_process_and_ignored_fields(tmp_path):
+    write_tasks(tmp_path / "t.yml", {"TASK1": task_entry(task_token=0, process="normal", start_iteration=0),
+                                     "TASK2": task_entry(name="MyVQA", reader="vqa"),
+                                     "TASK3": task_entry(name="VCR_QA-R", reader="vqa")})
+    configs = load_task_configs(tmp_path / "t.yml")
+    assert configs[1].task_token == 0 and configs[1].process == "normal"  # an explicit row, even 0
+    assert configs[2].task_token is None and configs[2].process is None  # no 12-in-1 task of that name
+    assert configs[3].task_token == 6  # by name, not by id
+    assert not hasattr(configs[1], "start_iteration")
+
+
 def test_parse_task_ids():
     assert parse_task_ids("1,6-7,9") == [1, 6, 7, 9]
     assert parse_task_ids("6-7") == [6, 7]
@@ -56,6 +135,11 @@ def test_beta_style_keys_take_the_task_id_field(tmp_path):
         ({"loss": "CrossEntropyLoss"}, r"TASK1.loss: VL-classifier tasks use BCEWithLogitLoss"),
         ({"name": "MyTask"}, r"no reader is known for task name 'MyTask'; add 'reader: <one of"),
         ({"dataroot": ""}, r"TASK1.dataroot must name a path"),
+        ({"task_token": -1}, r"TASK1.task_token must not be negative, got -1"),
+        ({"task_token": "first"}, r"TASK1.task_token must be an integer, got 'first'"),
+        ({"process": "shuffle"}, r"TASK1.process: unknown value 'shuffle' \(known: normal, dialog"),
+        ({"type": "VL-binary-classifier", "loss": "MSELoss"},
+         r"TASK1.loss: VL-binary-classifier tasks use BCEWithLogitLoss or CrossEntropyLoss, got 'MSELoss'"),
     ],
 )
 def test_bad_fields_are_one_line_errors(tmp_path, change, message):

@@ -201,12 +201,19 @@ def task_head_learning_rates(model: torch.nn.Module, head_lr: float) -> dict[str
     return {f"{prefix}.": head_lr for prefix in TASK_HEAD_PREFIXES if prefix in names}
 
 
-def task_token_ids(task: Task) -> int:
-    """12-in-1's task token of a task: its id, a row of the 20-row task embedding."""
-    if not 0 <= task.id < NUM_TASK_TOKENS:
-        raise SetupError(f"--task_specific_tokens: task id {task.id} ({task.name}) has no row in the "
-                         f"{NUM_TASK_TOKENS}-row task-token table")
-    return task.id
+def task_token_row(task: Task) -> int:
+    """The row of the 20-row task-token table a task uses with --task_specific_tokens: its
+    `task_token` (by default 12-in-1's row for its name), not its --tasks id, so a 12-in-1
+    checkpoint gets the token it was trained with from either tasks file. Every path (training,
+    evaluation, retrieval scoring) takes its row from here."""
+    row = task.config.task_token
+    if row is None:
+        raise SetupError(f"--task_specific_tokens: {task.config.describe()} has no task-token row "
+                         f"(12-in-1 has no task named {task.name!r}); add 'task_token: <0-{NUM_TASK_TOKENS - 1}>' to it")
+    if not 0 <= row < NUM_TASK_TOKENS:
+        raise SetupError(f"--task_specific_tokens: {task.config.describe()}: task_token {row} is not a "
+                         f"row of the {NUM_TASK_TOKENS}-row task-token table")
+    return row
 
 
 def collate_trimmed_text(samples: list[dict]) -> dict[str, torch.Tensor]:
@@ -260,7 +267,7 @@ class TaskObjective:
     def __init__(self, task: Task, task_tokens: bool = False):
         self.task = task
         self.weights = (float(task.loss_scale),)
-        self.task_token = task_token_ids(task) if task_tokens else None
+        self.task_token = task_token_row(task) if task_tokens else None
 
     def extra_inputs(self, batch: dict) -> dict:
         if self.task_token is None:
@@ -396,7 +403,7 @@ def evaluate_task(model: torch.nn.Module, task: Task, dataset: Dataset, loader: 
     was_training = bare.training
     bare.eval()
     evaluator = task.evaluator(dataset)
-    token = task_token_ids(task) if task_tokens else None
+    token = task_token_row(task) if task_tokens else None
     if isinstance(evaluator, RetrievalEvaluator):
         scores = retrieval_scores(bare, dataset, precision=precision, dist=dist, batch_size=batch_size,
                                   task_token=token, captions=subset, progress=progress)  # (captions, images)

@@ -1,8 +1,11 @@
-"""The task file (`vlbert_tasks.yml`) parsed into typed task configs.
+"""A tasks file parsed into typed task configs.
 
-The file keeps the originals' layout and field names (REFERENCE 5): one mapping per task under a
-`TASKn` key. The task id is the entry's `task_id` field when present (the beta file keys its
-entries TASK0..TASK4 but gives them ids 1, 6, 7, 9, 11), otherwise the number in the key.
+Two files ship, parsed alike: `vlbert_tasks.yml` (the seed's five tasks with their ids: VCR 6-7,
+Flickr30k 9, RefCOCO+ 11) and `vilbert_tasks.yml` (12-in-1's eighteen tasks with its ids: VCR 5-6,
+Flickr30k 8, RefCOCO+ 10). Both keep the originals' layout and field names (REFERENCE 5): one
+mapping per task under a `TASKn` key. The task id is the entry's `task_id` field when present (the
+beta file keys its entries TASK0..TASK4 but gives them ids 1, 6, 7, 9, 11), otherwise the number in
+the key. A task's task-token row is its own field, `task_token`, never its id (see TaskConfig).
 
 Relative paths are resolved against the directory that holds the tasks file, so a tasks file can
 travel with its data (`data/demo/vlbert_tasks.yml`). Paths are only checked when a task is used
@@ -24,11 +27,32 @@ class TaskConfigError(ValueError):
     """A problem with the tasks file or a task id; the message is one line that names it."""
 
 
-# The `type` values of the originals and the `loss` each one implies (REFERENCE 2).
+# The `type` values a tasks file may name and the `loss` values each admits (REFERENCE 2): the
+# three types of the seed and the four 12-in-1 adds (REFERENCE 5). Which of them can run is the
+# registry's business (vilbert.tasks.registry.TASK_TYPES); a file naming the others still loads.
+# 12-in-1's file gives VL-binary-classifier both losses (NLVR2 BCE, Foil cross-entropy).
 TYPE_LOSSES = {
-    "VL-classifier": "BCEWithLogitLoss",
-    "VL-logit": "CrossEntropyLoss",
-    "V-logit": "BCEWithLogitLoss",
+    "VL-classifier": ("BCEWithLogitLoss",),
+    "VL-logit": ("CrossEntropyLoss",),
+    "V-logit": ("BCEWithLogitLoss",),
+    "VL-classifier-GQA": ("BCEWithLogitLoss",),
+    "VL-binary-classifier": ("BCEWithLogitLoss", "CrossEntropyLoss"),
+    "VL-tri-classifier": ("BCEWithLogitLoss",),
+    "V-logit-mc": ("BCEWithLogitLoss",),
+}
+
+# 12-in-1's `process` values: how its training loop reshapes a task's batch. Our readers shape their
+# own batches, so the field is only checked and kept.
+PROCESSES = ("normal", "dialog", "expand", "retrieval", "nlvr")
+
+# The row of 12-in-1's 20-row task-token table that each of its tasks was trained with: its TASK<n>
+# key (= task_id) in vilbert-multi-task's vilbert_tasks.yml. A task's `task_token` defaults to the
+# row of its name, whatever its `task_id` (the seed's file numbers VCR 6-7, Flickr30k 9, RefCOCO+ 11).
+TASK_TOKEN_BY_NAME = {
+    "VQA": 1, "GenomeQA": 2, "VisualDialog": 3, "Visual7w": 4, "VCR_Q-A": 5, "VCR_QA-R": 6,
+    "RetrievalCOCO": 7, "RetrievalFlickr30k": 8, "refcoco": 9, "refcoco+": 10, "refcocog": 11,
+    "NLVR2": 12, "VisualEntailment": 13, "GuessWhat": 14, "GQA": 15, "Foil": 16, "GuessWhatPointing": 17,
+    "FlickrGrounding": 18,
 }
 
 # Which annotation reader a task name uses when its entry has no `reader` field. The names are
@@ -42,6 +66,19 @@ READER_BY_NAME = {
     "refcoco+": "refer",
     "refcoco": "refer",
     "refgoogle": "refer",
+    # 12-in-1's other tasks: the readers their formats will need (none is registered yet, so
+    # selecting one of these tasks is an error that names its reader; see README, "Task files").
+    "refcocog": "refer_umd",  # refer toolkit, refs(umd).p
+    "GenomeQA": "genome_qa",
+    "VisualDialog": "visdial",
+    "Visual7w": "visual7w_pointing",
+    "NLVR2": "nlvr2",
+    "VisualEntailment": "snli_ve",
+    "GuessWhat": "guesswhat",
+    "GQA": "gqa",
+    "Foil": "foil",
+    "GuessWhatPointing": "guesswhat_pointing",
+    "FlickrGrounding": "flickr_grounding",
 }
 
 
@@ -49,11 +86,11 @@ READER_BY_NAME = {
 class TaskConfig:
     """One entry of the tasks file. Field names are the originals' (REFERENCE 5)."""
 
-    task_id: int  # the id `--tasks` selects (1 = VQA, 6/7 = VCR, 9 = Flickr30k, 11 = RefCOCO+)
+    task_id: int  # the id `--tasks` selects (vlbert_tasks.yml: 1 = VQA, 6/7 = VCR, 9 = Flickr30k, 11 = RefCOCO+)
     key: str  # the entry's key in the file, e.g. "TASK1"
     name: str  # also the folder of refer-toolkit data under dataroot (e.g. "refcoco+")
-    type: str  # "VL-classifier" | "VL-logit" | "V-logit": selects head, loss and prediction
-    loss: str  # kept for the originals' files; must agree with `type`
+    type: str  # "VL-classifier" | "VL-logit" | "V-logit" | 12-in-1's: selects head, loss and prediction
+    loss: str  # kept for the originals' files; must be one `type` admits (TYPE_LOSSES)
     dataroot: Path  # annotations (and cache/) live here
     features_h5path1: Path  # region-feature store (detections); the name is the originals'
     features_h5path2: Optional[Path]  # ground-truth box store (VCR, RefCOCO+), or None ('')
@@ -67,7 +104,12 @@ class TaskConfig:
     val_split: str
     lr: float
     num_epoch: int
-    reader: str  # annotation format: "vqa", "vcr_q2a", "vcr_qa2r", "refer", "retrieval"
+    reader: str  # annotation format: "vqa", "vcr_q2a", "vcr_qa2r", "refer", "retrieval", ...
+    # The row of the task-token table (--task_specific_tokens) this task uses: the field
+    # `task_token`, else 12-in-1's row for the task's name (TASK_TOKEN_BY_NAME), else None (an
+    # error only when task tokens are on). Not the task_id: ids differ between task files.
+    task_token: Optional[int]
+    process: Optional[str]  # 12-in-1's batch layout (PROCESSES); read and kept, not used
     source: Path  # the tasks file this entry came from (for error messages)
 
     def describe(self) -> str:
@@ -95,10 +137,14 @@ _REQUIRED = (
     "train_annotations_jsonpath", "val_annotations_jsonpath", "max_seq_length", "max_region_num",
     "batch_size", "train_split", "val_split", "lr", "num_epoch",
 )
-_OPTIONAL = ("task_id", "eval_batch_size", "reader")
+_OPTIONAL = ("task_id", "eval_batch_size", "reader", "task_token", "process")
+# Fields of 12-in-1's file that nothing reads (its refcocog entry's start_iteration): checked, dropped.
+_IGNORED = ("start_iteration",)
 _PATHS = ("dataroot", "features_h5path1")
 _OPTIONAL_PATHS = ("features_h5path2", "train_annotations_jsonpath", "val_annotations_jsonpath")
-_INTS = ("max_seq_length", "max_region_num", "batch_size", "eval_batch_size", "num_epoch", "task_id")
+_INTS = ("max_seq_length", "max_region_num", "batch_size", "eval_batch_size", "num_epoch", "task_id", "task_token",
+         "start_iteration")
+_NON_NEGATIVE = ("task_id", "task_token", "start_iteration")
 
 
 def _number(value, kind, where: str):
@@ -118,7 +164,7 @@ def _parse_entry(key: str, entry, source: Path) -> TaskConfig:
     where = f"{source}: {key}"
     if not isinstance(entry, dict):
         raise TaskConfigError(f"{where} must be a mapping of fields, got {type(entry).__name__}")
-    unknown = sorted(set(entry) - set(_REQUIRED) - set(_OPTIONAL))
+    unknown = sorted(set(entry) - set(_REQUIRED) - set(_OPTIONAL) - set(_IGNORED))
     if unknown:
         raise TaskConfigError(f"{where}: unknown field '{unknown[0]}'")
     missing = [field for field in _REQUIRED if field not in entry]
@@ -130,10 +176,15 @@ def _parse_entry(key: str, entry, source: Path) -> TaskConfig:
     for field in _INTS:
         if field in values:
             values[field] = _number(values[field], int, f"{where}.{field}")
-            if values[field] <= 0 and field != "task_id":
+            if field in _NON_NEGATIVE:
+                if values[field] < 0:
+                    raise TaskConfigError(f"{where}.{field} must not be negative, got {values[field]}")
+            elif values[field] <= 0:
                 raise TaskConfigError(f"{where}.{field} must be positive, got {values[field]}")
+    for field in _IGNORED:
+        values.pop(field, None)
     values["lr"] = _number(values["lr"], float, f"{where}.lr")
-    for field in ("name", "type", "loss", "train_split", "val_split", "reader"):
+    for field in ("name", "type", "loss", "train_split", "val_split", "reader", "process"):
         if field in values and not isinstance(values[field], str):
             raise TaskConfigError(f"{where}.{field} must be a string, got {values[field]!r}")
     for field in _PATHS + _OPTIONAL_PATHS:
@@ -150,10 +201,14 @@ def _parse_entry(key: str, entry, source: Path) -> TaskConfig:
 
     if values["type"] not in TYPE_LOSSES:
         raise TaskConfigError(f"{where}.type: unknown task type {values['type']!r} (known: {', '.join(TYPE_LOSSES)})")
-    if values["loss"] != TYPE_LOSSES[values["type"]]:
+    if values["loss"] not in TYPE_LOSSES[values["type"]]:
         raise TaskConfigError(
-            f"{where}.loss: {values['type']} tasks use {TYPE_LOSSES[values['type']]}, got {values['loss']!r}"
+            f"{where}.loss: {values['type']} tasks use {' or '.join(TYPE_LOSSES[values['type']])}, got {values['loss']!r}"
         )
+    if values.get("process") not in (None,) + PROCESSES:
+        raise TaskConfigError(f"{where}.process: unknown value {values['process']!r} (known: {', '.join(PROCESSES)})")
+    values.setdefault("process", None)
+    values.setdefault("task_token", TASK_TOKEN_BY_NAME.get(values["name"]))
     match = re.fullmatch(r"TASK(\d+)", key)
     if "task_id" not in values:
         if match is None:

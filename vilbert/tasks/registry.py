@@ -172,9 +172,17 @@ class Task:
 
 
 def build_task(config: TaskConfig, loss_scale: float = 1.0) -> Task:
+    """A runnable task. A tasks file may name types and readers that do not exist here yet (12-in-1's
+    file): selecting such a task is a one-line error naming what is missing."""
+    _register_builtin_readers()
+    missing = []
     if config.type not in TASK_TYPES:
-        raise TaskConfigError(f"{config.describe()}: unknown task type {config.type!r}")
-    return Task(config, TASK_TYPES[config.type], get_reader(config.reader), loss_scale)
+        missing.append(f"unsupported task type {config.type!r} (supported: {', '.join(TASK_TYPES)})")
+    if config.reader not in READERS:
+        missing.append(f"unknown reader {config.reader!r} (registered: {', '.join(sorted(READERS))})")
+    if missing:
+        raise TaskConfigError(f"{config.describe()} cannot run here yet: {'; '.join(missing)}")
+    return Task(config, TASK_TYPES[config.type], READERS[config.reader], loss_scale)
 
 
 def build_tasks(spec, tasks_file: Union[str, Path] = "vlbert_tasks.yml") -> dict[int, Task]:
