@@ -29,7 +29,7 @@ import torch
 from vilbert.finetune import (SetupError, TaskRun, build_datasets, build_on_main_first, classifier_labels,
                               create_precision, evaluate_task, init_vil_logit_from_alignment, load_task_model,
                               load_tasks, metrics_table, next_task, primary_metric, run_directory, save_best,
-                              task_head_learning_rates, write_metrics)
+                              task_head_learning_rates, task_token_row, write_metrics)
 from vilbert.training import (MetricMeter, TrainingLogger, barrier, build_optimizer, capture_rng_state,
                               gather_objects, load_training_state, maybe_compile, resolve_resume, restore_rng_state,
                               save_checkpoint, should_compile, to_device, train_step, unwrap_model,
@@ -111,6 +111,9 @@ def train(args, dist) -> int:
     from vilbert.tokenization import load_tokenizer
 
     tasks = load_tasks(args.tasks, args.tasks_config)
+    if args.task_specific_tokens:  # a task without a task-token row fails before any data is read
+        for task in tasks.values():
+            task_token_row(task)
     run_dir = run_directory(args.output_dir, tasks, args.save_name)
     checkpoints_dir = run_dir / "checkpoints"
     try:

@@ -562,10 +562,14 @@ def test_text_prefix_cache_serves_frozen_prefix(task_tokens):
     run(input_ids=changed)
     assert calls and cache.misses == 4 and len(cache.rows) == 4
     calls.clear()
-    model.eval()  # evaluation computes the prefix as always
+    model.eval()  # evaluation reads the cache too; the pooled and per-region heads are unchanged
     with torch.no_grad():
-        torch.testing.assert_close(model(**inputs).vil_prediction, plain.vil_prediction, rtol=1e-5, atol=1e-6)
-    assert calls and cache.misses == 4
+        cached = model(**inputs)
+        model.vilbert.prefix_cache = None
+        computed = model(**inputs)
+    assert not calls[:-1] and len(calls) == 1 and cache.misses == 4  # only the run without the cache computed it
+    for name in ("vil_prediction", "vil_logit", "vision_logit"):
+        torch.testing.assert_close(getattr(cached, name), getattr(computed, name), rtol=1e-5, atol=1e-6)
 
 
 def test_text_prefix_cache_only_where_the_prefix_is_constant():

@@ -22,11 +22,13 @@ from vilbert.predict.errors import PredictError
 from vilbert.predict.features import FeatureOptions, ImageLike, ImageRegions, PictureFeatures
 from vilbert.predict.results import (AlignmentResult, Answer, AnswerResult, AttentionMap, CaptionScore,
                                      GroundingResult, ImageInfo, Region, Source)
+from vilbert.tasks.config import TASK_TOKEN_BY_NAME
 
 MODES = ("question", "expression", "caption")
-# 12-in-1's task ids (its vilbert_tasks.yml: TASK1 VQA, TASK8 RetrievalFlickr30k, TASK10 refcoco+),
-# the rows of its checkpoints' task-token table (its training passes int(task key[4:]) as the token).
-TASK_TOKEN_ROWS = {"question": 1, "caption": 8, "expression": 10}
+# Each mode answers as the task it stands for, with that task's row of 12-in-1's task-token table
+# (the rows train_tasks.py uses: vilbert.tasks.config.TASK_TOKEN_BY_NAME; VQA 1, Flickr30k 8, RefCOCO+ 10).
+TASK_TOKEN_ROWS = {mode: TASK_TOKEN_BY_NAME[task]
+                   for mode, task in (("question", "VQA"), ("caption", "RetrievalFlickr30k"), ("expression", "refcoco+"))}
 DEFAULT_MAX_REGIONS = 101  # 100 regions + the global one, as the originals' task readers
 
 
