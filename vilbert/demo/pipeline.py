@@ -81,8 +81,10 @@ class Schedule:
         # Ranking 100 captions (of 500) against the 100 test pictures is validation enough.
         # vil_logit starts as the alignment head, so finetuning starts at the zero-shot ranking
         # (test R@1 33.6%; 29.6% with a fresh head, which only catches up with zero-shot in 200 steps).
+        # --freeze 3 as in pretraining (whose saved config already runs those layers without
+        # gradient): same results, and the frozen prefix is cached.
         Finetune("9", steps=200, batch=16, lr=1e-4, head_lr=1e-4,
-                 extra=["--val_subset", "100", "--vil_logit_init", "alignment"]),
+                 extra=["--freeze", "3", "--val_subset", "100", "--vil_logit_init", "alignment"]),
     ])
     eval_batch: int = 128
 
