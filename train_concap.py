@@ -89,10 +89,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     out.add_argument("--output_dir", default="save")
     out.add_argument("--save_name", default="concap", help="run folder under OUTPUT_DIR")
     out.add_argument("--resume", default=None, help="'auto' (newest checkpoint of this run, if any) or a checkpoint dir")
-    out.add_argument("--save_every", type=int, default=0, help="steps between checkpoints (0: each epoch end only)")
+    out.add_argument("--save_every", type=int, default=0,
+                     help="steps between checkpoints (0: at each epoch end; -1: only at the end), as train_tasks.py")
     out.add_argument("--keep_last", type=int, default=3, help="checkpoints kept (0: all)")
     out.add_argument("--log_every", type=int, default=50, help="steps between logged averages")
-    out.add_argument("--eval_every", type=int, default=0, help="steps between validation passes (0: each epoch end)")
+    out.add_argument("--eval_every", type=int, default=0,
+                     help="steps between validation passes (0: at each epoch end); the last step is always validated")
 
     args = p.parse_args(argv)
     check_runtime_arguments(p, args)
@@ -227,7 +229,10 @@ def train(args, dist) -> int:
              + (f"; {len(bert_names)} BERT-initialised tensors at {args.bert_lr_scale:g}x lr" if bert_names else "")
              + (f"; {len(frozen)} tensors frozen" if frozen else ""))
 
+    validated_at = []
+
     def validate():
+        validated_at.append(step)
         metrics = evaluate(model, val_loader, objective, precision, dist)
         log.scalars(step, {f"val/{k}": v for k, v in metrics.items()})
         log.info(f"step {step} validation: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
@@ -269,9 +274,9 @@ def train(args, dist) -> int:
                 log.progress(step, {"loss": values["train/loss"]})
             else:
                 log.progress(step)
-            if args.eval_every and step % args.eval_every == 0 and not end_of_epoch:
+            if args.eval_every > 0 and step % args.eval_every == 0 and step < total_steps:
                 validate()
-            if args.save_every and step % args.save_every == 0 and not end_of_epoch and step < total_steps:
+            if args.save_every > 0 and step % args.save_every == 0 and step < total_steps:
                 save(epoch, step_in_epoch)
                 last_saved = step
             if step >= total_steps:
@@ -280,15 +285,19 @@ def train(args, dist) -> int:
             summary = train_set.missing_summary()
             if summary:
                 log.info(f"epoch {epoch}: {summary}")
-            validate()
+            if args.eval_every == 0:
+                validate()
             epoch, step_in_epoch = epoch + 1, 0
-            save(epoch, 0)
-            last_saved = step
+            if args.save_every == 0:
+                save(epoch, 0)
+                last_saved = step
     if last_saved != step:
         summary = train_set.missing_summary()
         if summary:
             log.info(f"epoch {epoch} (stopped at step {step}): {summary}")
+    if not validated_at or validated_at[-1] != step:
         validate()
+    if last_saved != step:
         save(epoch, step_in_epoch)
     log.close()
     return 0
