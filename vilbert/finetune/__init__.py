@@ -23,8 +23,8 @@ each of its epochs.
 
 from vilbert.finetune.loading import (TASK_HEAD_PREFIXES, build_datasets, build_on_main_first, classifier_labels,
                                       create_precision, init_vil_logit_from_alignment, is_vilbert_checkpoint,
-                                      load_task_model, load_tasks, run_directory, split_name,
-                                      task_head_learning_rates)
+                                      load_task_model, load_tasks, needs_multitask_heads, run_directory,
+                                      split_name, task_head_learning_rates)
 from vilbert.finetune.run import (NUM_TASK_TOKENS, TaskObjective, TaskRun, collate_trimmed_text, make_loader,
                                   next_task, primary_metric, task_token_row)
 from vilbert.finetune.evaluate import (_pair_scores, evaluate_task, metrics_table, retrieval_metrics,

@@ -98,7 +98,7 @@ def is_vilbert_checkpoint(path: Union[str, Path]) -> bool:
 
 def load_task_model(model_class, from_pretrained: str, config_file: Optional[str], *, num_labels: Optional[int] = None,
                     task_specific_tokens: bool = False, vl_classifier: Optional[str] = None,
-                    required: Sequence[str] = (), log: Callable[[str], None] = print):
+                    multitask_heads: bool = False, required: Sequence[str] = (), log: Callable[[str], None] = print):
     """A model of `model_class` (ViLBertForVLTasks or ViLBertForPretraining) from any starting point.
 
     from_pretrained: our checkpoint directory (its own config.json is used: the weights need it), a
@@ -106,7 +106,9 @@ def load_task_model(model_class, from_pretrained: str, config_file: Optional[str
     random init. num_labels: the classifier's answer count; a checkpoint whose classifier has another
     size keeps the rest and starts that head fresh (reported). Other shape mismatches are errors.
     vl_classifier: the VL-classifier head to build when the checkpoint has none ("beta" or
-    "12in1"; a checkpoint's own head always wins). required: modules the checkpoint must provide
+    "12in1"; a checkpoint's own head always wins). multitask_heads: build 12-in-1's GQA, binary and
+    three-way heads even when the checkpoint has none (a checkpoint that has them always gets
+    them). required: modules the checkpoint must provide
     (e.g. the head an evaluation reads), so that a pretraining checkpoint is not evaluated with a
     randomly initialised task head.
     """
@@ -124,7 +126,10 @@ def load_task_model(model_class, from_pretrained: str, config_file: Optional[str
         config.task_specific_tokens = True
     if vl_classifier is not None:
         config.vl_classifier = vl_classifier
-    kwargs = {} if num_labels is None or model_class.__name__ != "ViLBertForVLTasks" else {"num_labels": num_labels}
+    task_model = model_class.__name__ == "ViLBertForVLTasks"
+    kwargs = {} if num_labels is None or not task_model else {"num_labels": num_labels}
+    if multitask_heads and task_model:
+        kwargs["multitask_heads"] = True
     if not from_pretrained:
         return model_class(config, **kwargs)
     try:
@@ -142,6 +147,13 @@ def load_task_model(model_class, from_pretrained: str, config_file: Optional[str
                              f"(a {report.format} checkpoint of another kind; evaluate a checkpoint that has it)")
     log(report.summary())
     return model
+
+
+def needs_multitask_heads(tasks: dict[int, Task]) -> bool:
+    """Whether a task reads one of 12-in-1's extra heads (GQA, NLVR2, SNLI-VE types)."""
+    from vilbert.tasks.registry import MULTITASK_HEADS
+
+    return any(task.head in MULTITASK_HEADS for task in tasks.values())
 
 
 def init_vil_logit_from_alignment(model, from_pretrained: str) -> bool:

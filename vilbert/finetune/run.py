@@ -56,24 +56,6 @@ def make_loader(dataset: Dataset, sampler, batch_size: int, num_workers: int, pi
                       drop_last=False)
 
 
-def _vl_classifier_score(logits, batch):  # (B, L) -> (B,) soft score of the top answer
-    return batch["target"].float().gather(1, logits.argmax(dim=1, keepdim=True)).squeeze(1)
-
-
-def _vl_logit_score(logits, batch):  # (B*O, 1) -> (B,) 1 when the top option is the right one
-    return (logits.view(batch["target"].shape[0], -1).argmax(dim=1) == batch["target"]).float()
-
-
-def _v_logit_score(logits, batch):  # (B, R, 1) -> (B,) 1 when the top region's target IoU is >= 0.5
-    # Training targets are 0 below IoU 0.5 (REFERENCE 4), so a positive target means a hit.
-    top = logits.squeeze(-1).argmax(dim=1, keepdim=True)
-    return (batch["target"].gather(1, top).squeeze(1) > 0).float()
-
-
-# How well a training batch went, by task type: a cheap running accuracy for the logs (percent).
-TRAIN_SCORES = {"VL-classifier": _vl_classifier_score, "VL-logit": _vl_logit_score, "V-logit": _v_logit_score}
-
-
 class TaskObjective:
     """One task's loss for vilbert.training.train_step: the task-type loss, weighted by the task's
     loss scale (task lr / smallest task lr), averaged over the samples of the global batch."""
@@ -99,7 +81,7 @@ class TaskObjective:
     def __call__(self, model, batch: dict):
         out = model(**model_inputs(batch), heads={self.task.head}, **self.extra_inputs(batch))
         loss = self.task.loss(out, batch)
-        score = TRAIN_SCORES[self.task.type.name](self.task.head_output(out).detach(), batch)
+        score = self.task.type.train_score(self.task.head_output(out).detach(), batch)
         stats = {"accuracy": torch.stack([score.sum() * 100, torch.tensor(float(score.shape[0]), device=score.device)])}
         return loss.reshape(1), stats
 
