@@ -42,8 +42,9 @@ def test_nlvr2_entailment_and_gqa_train_and_evaluate_from_twelve_in_ones_entries
 
     root = tasks_file.parent
     common = ["--tasks_config", str(tasks_file), "--bert_model", str(minilm_dir), "--num_workers", "0"]
-    assert train_tasks.main([*common, "--tasks", "12-13-15", "--config_file", str(root / "tiny.json"), "--output_dir", str(root / "runs"),
-                             "--save_name", "t", "--max_steps", "6", "--task_specific_tokens"]) == 0
+    assert train_tasks.main([*common, "--tasks", "12-13-15", "--config_file", str(root / "tiny.json"),
+                             "--output_dir", str(root / "runs"), "--save_name", "t", "--max_steps", "6",
+                             "--task_specific_tokens"]) == 0
     run_dir = root / "runs" / "NLVR2-VisualEntailment-GQA_t"
     val = json.loads((run_dir / "val_metrics.json").read_text())
     assert set(val) == {"NLVR2", "VisualEntailment", "GQA"} and all(set(m) == {"accuracy"} for m in val.values())
