@@ -19,8 +19,8 @@ import sys
 from pathlib import Path
 
 from vilbert.finetune import (SetupError, build_datasets, build_on_main_first, create_precision, evaluate_task,
-                              load_task_model, load_tasks, make_loader, metrics_table, split_name, task_token_row,
-                              write_metrics)
+                              load_task_model, load_tasks, make_loader, metrics_table, needs_multitask_heads, split_name,
+                              task_token_row, write_metrics)
 from vilbert.training import EvalSampler, maybe_compile
 from vilbert.training.cli import add_runtime_arguments, run_script
 
@@ -58,7 +58,7 @@ def evaluate(args, dist) -> int:
     datasets = build_on_main_first(lambda: build_datasets(tasks, tokenizer, args.split), dist)
     model = load_task_model(ViLBertForVLTasks, args.from_pretrained, args.config_file,
                             task_specific_tokens=args.task_specific_tokens, log=lambda m: None,
-                            required=sorted({task.head for task in tasks.values()}))
+                            multitask_heads=needs_multitask_heads(tasks), required=sorted({task.head for task in tasks.values()}))
     for task_id, task in tasks.items():
         if model.config.task_specific_tokens:  # a task without a row fails before any task is evaluated
             task_token_row(task)

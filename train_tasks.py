@@ -28,8 +28,8 @@ import torch
 
 from vilbert.finetune import (SetupError, TaskRun, build_datasets, build_on_main_first, classifier_labels,
                               create_precision, evaluate_task, init_vil_logit_from_alignment, load_task_model,
-                              load_tasks, metrics_table, next_task, primary_metric, run_directory, save_best,
-                              task_head_learning_rates, task_token_row, write_metrics)
+                              load_tasks, metrics_table, needs_multitask_heads, next_task, primary_metric, run_directory,
+                              save_best, task_head_learning_rates, task_token_row, write_metrics)
 from vilbert.training import (MetricMeter, TrainingLogger, barrier, build_optimizer, capture_rng_state,
                               gather_objects, load_training_state, maybe_compile, resolve_resume, restore_rng_state,
                               save_checkpoint, should_compile, to_device, train_step, unwrap_model,
@@ -138,7 +138,7 @@ def train(args, dist) -> int:
     source = str(resume_dir) if resume_dir is not None else args.from_pretrained
     model = load_task_model(ViLBertForVLTasks, source, args.config_file, num_labels=classifier_labels(tasks, train_sets),
                             task_specific_tokens=args.task_specific_tokens, vl_classifier=args.vl_classifier,
-                            log=log.info)
+                            multitask_heads=needs_multitask_heads(tasks), log=log.info)
     if args.vil_logit_init == "alignment" and resume_dir is None and args.from_pretrained \
             and "vil_logit.weight" in model.load_report.missing:
         if init_vil_logit_from_alignment(model, args.from_pretrained):

@@ -215,3 +215,86 @@ def flickr_entry(**fields) -> dict:
         train_annotations_jsonpath="flickr/all_data_final_train_2014.jsonline",
         val_annotations_jsonpath="flickr/all_data_final_val_set0_2014.jsonline", max_region_num=4, **fields,
     )
+
+
+def snli_ve_world(root: Path) -> Path:
+    """Official-format SNLI-VE jsonl (train 6, dev 3, test 2 records) on Flickr30k ids 11..13."""
+    import json
+
+    dataroot = root / "snli_ve"
+    dataroot.mkdir(parents=True)
+    gold = ["entailment", "neutral", "contradiction"]
+    for split, count in (("train", 6), ("dev", 3), ("test", 2)):
+        lines = [json.dumps({"Flikr30kID": f"{11 + k % 3}.jpg", "sentence1": "A premise.",
+                             "sentence2": f"hypothesis {k} of {split}", "gold_label": gold[k % 3],
+                             "pairID": f"{split}-{k}", "captionID": f"{11 + k % 3}.jpg#0"})
+                 for k in range(count)]
+        (dataroot / f"snli_ve_{split}.jsonl").write_text("\n".join(lines) + "\n")
+    write_store(dataroot / "flickr.lmdb", {i: (60, 80, grid_boxes(3 + i % 2)) for i in (11, 12, 13)}, seed=5)
+    return dataroot
+
+
+def nlvr2_world(root: Path) -> Path:
+    """Official-format NLVR2 JSON lines (train 4, dev 2, test1 2 examples) and a store keyed by
+    the image names derived from the identifiers ("<split>-<set>-<pair>-img0/1")."""
+    import json
+
+    dataroot = root / "nlvr2"
+    dataroot.mkdir(parents=True)
+    images = {}
+    for split, count in (("train", 4), ("dev", 2), ("test1", 2)):
+        records = [{"identifier": f"{split}-{10 + k}-{k % 2}-{k % 3}", "sentence": f"there are {k} dogs",
+                    "label": "True" if k % 2 == 0 else "False", "left_url": "x", "right_url": "y"}
+                   for k in range(count)]
+        (dataroot / f"{split}.json").write_text("".join(json.dumps(r) + "\n" for r in records))
+        for r in records:
+            stem = r["identifier"].rsplit("-", 1)[0]
+            images[f"{stem}-img0"] = (60, 80, grid_boxes(3))
+            images[f"{stem}-img1"] = (60, 80, grid_boxes(4))
+    write_store(dataroot / "nlvr2.lmdb", images, seed=6)
+    return dataroot
+
+
+def gqa_world(root: Path) -> Path:
+    """Official-format GQA balanced questions: train 5, val 3, testdev 2 on images "n1", "2", "3"."""
+    import json
+
+    dataroot = root / "gqa"
+    dataroot.mkdir(parents=True)
+    answers = ["yes", "no", "left", "yes", "cat"]
+    parts = {"train": range(5), "val": range(5, 8), "testdev": range(8, 10)}
+    for part, numbers in parts.items():
+        questions = {f"{n:08d}": {"imageId": ["n1", "2", "3"][n % 3], "question": f"Is thing {n} there?",
+                                  "answer": answers[n % 5], "fullAnswer": "It is.", "types": {}, "isBalanced": True}
+                     for n in numbers}
+        (dataroot / f"{part}_balanced_questions.json").write_text(json.dumps(dict(reversed(questions.items()))))
+    write_store(dataroot / "gqa.lmdb", {i: (60, 80, grid_boxes(4)) for i in ("n1", "2", "3")}, seed=7)
+    return dataroot
+
+
+def train_step_and_evaluate(task, tokenizer, seed: int = 0) -> dict:
+    """One optimizer step of a tiny ViLBertForVLTasks (12-in-1's extra heads built) on `task`'s
+    training split, then its evaluator over the val split: {"out", "metrics", "results", "model"}."""
+    import torch
+
+    from _model_helpers import tiny_config as tiny_model_config
+    from vilbert.finetune import TaskRun, evaluate_task
+    from vilbert.model import ViLBertForVLTasks
+    from vilbert.training import DistInfo, Precision, train_step
+
+    torch.manual_seed(seed)
+    model = ViLBertForVLTasks(tiny_model_config(vocab_size=30522, v_feature_size=FEATURE_DIM), num_labels=3,
+                              multitask_heads=True)
+    dist = DistInfo()
+    precision = Precision.create("fp32", dist.device)
+    train = task.dataset(task.config.train_split, tokenizer)
+    val = task.dataset(task.config.val_split, tokenizer)
+    run = TaskRun(task, train, val, global_batch=2, accumulation=1, num_epochs=1, dist=dist, eval_batch_size=2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    head = getattr(model, task.head)
+    before = {name: p.detach().clone() for name, p in head.named_parameters()}
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    out = train_step(model, run.next_batches(), run.objective, optimizer, scheduler, precision, dist)
+    assert any(not torch.equal(before[name], p) for name, p in head.named_parameters()), "the head did not train"
+    evaluator = evaluate_task(model, task, val, run.val_loader, precision, dist)
+    return {"out": out, "metrics": evaluator.compute(), "results": evaluator.results(), "model": model}

@@ -73,3 +73,25 @@ def _config_file(model, tmp_path):
     path = tmp_path / "config.json"
     path.write_text(model.config.to_json_string())
     return str(path)
+
+
+def test_twelve_in_one_heads_are_built_for_the_tasks_that_read_them(pretrained, tmp_path):
+    from pathlib import Path
+
+    from vilbert.finetune import SetupError, needs_multitask_heads
+    from vilbert.tasks.registry import build_tasks
+
+    repo = Path(__file__).resolve().parents[1]
+    assert needs_multitask_heads(build_tasks("1-13", repo / "vilbert_tasks.yml"))
+    assert not needs_multitask_heads(build_tasks("1-8", repo / "vilbert_tasks.yml"))
+    _, directory = pretrained
+    quiet = dict(log=lambda message: None)
+    plain = load_task_model(ViLBertForVLTasks, str(directory), None, **quiet)
+    model = load_task_model(ViLBertForVLTasks, str(directory), None, multitask_heads=True, **quiet)
+    assert not plain.multitask_heads and model.multitask_heads
+    # A finetuned checkpoint keeps them; evaluating a head the checkpoint lacks is an error.
+    model.save_pretrained(tmp_path / "finetuned")
+    assert load_task_model(ViLBertForVLTasks, str(tmp_path / "finetuned"), None, **quiet).multitask_heads
+    with pytest.raises(SetupError, match="no trained vil_tri_prediction"):
+        load_task_model(ViLBertForVLTasks, str(directory), None, multitask_heads=True,
+                        required=["vil_tri_prediction"], **quiet)

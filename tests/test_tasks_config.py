@@ -66,9 +66,7 @@ def test_twelve_in_one_ids_select_its_tasks():
 @pytest.mark.parametrize("task_id, missing", [
     (2, ["reader 'genome_qa'"]), (3, ["reader 'visdial'"]), (11, ["reader 'refer_umd'"]),
     (18, ["reader 'flickr_grounding'"]), (4, ["type 'V-logit-mc'", "reader 'visual7w_pointing'"]),
-    (12, ["type 'VL-binary-classifier'", "reader 'nlvr2'"]), (13, ["type 'VL-tri-classifier'", "reader 'snli_ve'"]),
-    (14, ["type 'VL-tri-classifier'", "reader 'guesswhat'"]), (15, ["type 'VL-classifier-GQA'", "reader 'gqa'"]),
-    (16, ["type 'VL-binary-classifier'", "reader 'foil'"]),
+    (14, ["reader 'guesswhat'"]), (16, ["reader 'foil'"]),
     (17, ["type 'V-logit-mc'", "reader 'guesswhat_pointing'"]),
 ])
 def test_twelve_in_one_tasks_not_supported_yet_are_one_line_errors(task_id, missing):
@@ -81,13 +79,23 @@ def test_twelve_in_one_tasks_not_supported_yet_are_one_line_errors(task_id, miss
     assert ("unsupported task type" in message) == any(m.startswith("type") for m in missing)
 
 
+def test_twelve_in_one_nlvr2_entailment_and_gqa_select_and_build():
+    from vilbert.tasks.registry import build_tasks
+
+    tasks = build_tasks("12-13-15", REPO / "vilbert_tasks.yml")
+    assert {i: (t.name, t.type.name, t.head, t.reader.name, t.config.val_split) for i, t in tasks.items()} == {
+        12: ("NLVR2", "VL-binary-classifier", "vil_binary_prediction", "nlvr2", "dev"),
+        13: ("VisualEntailment", "VL-tri-classifier", "vil_tri_prediction", "snli_ve", "dev"),
+        15: ("GQA", "VL-classifier-GQA", "vil_prediction_gqa", "gqa", "minval")}
+
+
 def test_an_unsupported_task_stops_a_script_in_one_line(capsys, monkeypatch):
     monkeypatch.syspath_prepend(str(REPO))
     import train_tasks
 
-    code = train_tasks.main(["--tasks_config", str(REPO / "vilbert_tasks.yml"), "--tasks", "1-15"])
+    code = train_tasks.main(["--tasks_config", str(REPO / "vilbert_tasks.yml"), "--tasks", "1-17"])
     err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "TASK15 (GQA)" in err[0] and "'VL-classifier-GQA'" in err[0]
+    assert code == 2 and len(err) == 1 and "TASK17 (GuessWhatPointing)" in err[0] and "'V-logit-mc'" in err[0]
 
 
 def test_task_token_process_and_ignored_fields(tmp_path):

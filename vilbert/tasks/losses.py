@@ -1,4 +1,5 @@
-"""The three task-type losses (REFERENCE 2), each `loss(head_output, batch) -> scalar tensor`.
+"""Task-type losses (REFERENCE 2), each `loss(head_output, batch) -> scalar tensor`, and the
+cheap per-sample scores a training batch logs, each `score(head_output, batch) -> (B,)`.
 
 They compute in float32 whatever the autocast dtype of the head output, and never leave the
 device (no `.item()`), so they can sit inside a training step.
@@ -44,3 +45,31 @@ def v_logit_loss(logits: torch.Tensor, batch: dict) -> torch.Tensor:
     mask = batch["image_attention_mask"].to(target.dtype)
     per_region = F.binary_cross_entropy_with_logits(logits.float().squeeze(-1), target, reduction="none")
     return (per_region * mask).sum() / target.shape[0]
+
+
+def vl_label_loss(logits: torch.Tensor, batch: dict) -> torch.Tensor:
+    """SNLI-VE (3 labels), NLVR2 (2): BCE-with-logits against the one-hot label, plain mean.
+
+    logits (B, L) from `vil_tri_prediction` / `vil_binary_prediction`; batch["target"] (B, L)
+    one-hot (all zero for an example without a gold label). 12-in-1 takes the mean over (B, L)
+    for these types, without the VQA loss's factor L.
+    """
+    return F.binary_cross_entropy_with_logits(logits.float(), batch["target"].float(), reduction="mean")
+
+
+def top_label_score(logits: torch.Tensor, batch: dict) -> torch.Tensor:
+    """(B, L) -> (B,): the target's value at the top label (VQA: its soft score; one-hot targets:
+    1 when right), 12-in-1's score for every classifier type."""
+    return batch["target"].float().gather(1, logits.argmax(dim=1, keepdim=True)).squeeze(1)
+
+
+def top_option_score(logits: torch.Tensor, batch: dict) -> torch.Tensor:
+    """(B*O, 1) -> (B,): 1 when the top option is the right one."""
+    return (logits.view(batch["target"].shape[0], -1).argmax(dim=1) == batch["target"]).float()
+
+
+def top_region_score(logits: torch.Tensor, batch: dict) -> torch.Tensor:
+    """(B, R, 1) -> (B,): 1 when the top region's training target is positive (IoU >= 0.5; the
+    targets are 0 below, REFERENCE 4)."""
+    top = logits.squeeze(-1).argmax(dim=1, keepdim=True)
+    return (batch["target"].gather(1, top).squeeze(1) > 0).float()

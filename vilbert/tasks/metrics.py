@@ -242,8 +242,10 @@ class Evaluator:
         return write_json(path, self.results())
 
 
-class VQAEvaluator(Evaluator):
-    """VQA soft accuracy; results [{"question_id", "answer"}] (the test-dev/test-std submission)."""
+class TopLabelEvaluator(Evaluator):
+    """Classifier accuracy: the mean over items of the target at the top label (12-in-1's score
+    for every classifier type: soft VQA scores, one-hot labels elsewhere), in percent. Results:
+    the dataset's `result_record(item, label)` of each item's top label."""
 
     def update(self, logits: torch.Tensor, batch: dict) -> None:
         index = batch["index"].to(logits.device)
@@ -263,16 +265,18 @@ class VQAEvaluator(Evaluator):
 
     def results(self) -> list[dict]:
         seen = self.seen()
-        predictions = self.slots["prediction"].cpu() if "prediction" in self.slots else None
-        records = []
-        for i in torch.nonzero(seen).flatten().tolist():
-            records.append(
-                {
-                    "question_id": int(self.dataset.question_ids[i]),
-                    "answer": self.dataset.label2ans[int(predictions[i])],
-                }
-            )
-        return records
+        predictions = self.slots["prediction"].cpu()
+        return [self.result_record(i, int(predictions[i])) for i in torch.nonzero(seen).flatten().tolist()]
+
+    def result_record(self, item: int, label: int) -> dict:
+        return self.dataset.result_record(item, label)
+
+
+class VQAEvaluator(TopLabelEvaluator):
+    """VQA soft accuracy; results [{"question_id", "answer"}] (the test-dev/test-std submission)."""
+
+    def result_record(self, item: int, label: int) -> dict:
+        return {"question_id": int(self.dataset.question_ids[item]), "answer": self.dataset.label2ans[label]}
 
 
 class VCREvaluator(Evaluator):

@@ -26,23 +26,33 @@ from typing import Callable, Optional, Union
 import torch
 
 from vilbert.tasks.config import TaskConfig, TaskConfigError, load_task_configs, select_tasks
-from vilbert.tasks.losses import v_logit_loss, vl_classifier_loss, vl_logit_loss
+from vilbert.tasks.losses import (top_label_score, top_option_score, top_region_score, v_logit_loss,
+                                  vl_classifier_loss, vl_label_loss, vl_logit_loss)
 
 
 @dataclass(frozen=True)
 class TaskType:
-    """A task type of the originals: the head it reads and the loss on that head's output."""
+    """A task type of the originals: the head it reads, the loss on that head's output, and the
+    per-sample score (B,) a training batch logs as its running accuracy."""
 
     name: str
     head: str  # attribute of the ViLBertForVLTasks output (and the name for its `heads=` argument)
     loss: Callable[[torch.Tensor, dict], torch.Tensor]
+    train_score: Callable[[torch.Tensor, dict], torch.Tensor]
 
 
+# 12-in-1's types read the extra heads ViLBertForVLTasks builds with multitask_heads=True.
 TASK_TYPES = {
-    "VL-classifier": TaskType("VL-classifier", "vil_prediction", vl_classifier_loss),
-    "VL-logit": TaskType("VL-logit", "vil_logit", vl_logit_loss),
-    "V-logit": TaskType("V-logit", "vision_logit", v_logit_loss),
+    "VL-classifier": TaskType("VL-classifier", "vil_prediction", vl_classifier_loss, top_label_score),
+    "VL-logit": TaskType("VL-logit", "vil_logit", vl_logit_loss, top_option_score),
+    "V-logit": TaskType("V-logit", "vision_logit", v_logit_loss, top_region_score),
+    # GQA: its own 1533-answer classifier, VQA's loss (one-hot targets).
+    "VL-classifier-GQA": TaskType("VL-classifier-GQA", "vil_prediction_gqa", vl_classifier_loss, top_label_score),
+    # NLVR2: one row per image of a pair; the head reads the two rows' fused vectors side by side.
+    "VL-binary-classifier": TaskType("VL-binary-classifier", "vil_binary_prediction", vl_label_loss, top_label_score),
+    "VL-tri-classifier": TaskType("VL-tri-classifier", "vil_tri_prediction", vl_label_loss, top_label_score),
 }
+MULTITASK_HEADS = ("vil_prediction_gqa", "vil_binary_prediction", "vil_tri_prediction")
 
 
 @dataclass(frozen=True)
@@ -80,11 +90,15 @@ def _register_builtin_readers() -> None:
     if _builtins_registered:
         return
     _builtins_registered = True
+    from vilbert.data.gqa import GQADataset
+    from vilbert.data.nlvr2 import NLVR2Dataset
     from vilbert.data.refer import ReferDataset
     from vilbert.data.retrieval import RetrievalEvalDataset, RetrievalTrainDataset
+    from vilbert.data.snli_ve import SNLIVEDataset
     from vilbert.data.vcr import VCRDataset
     from vilbert.data.vqa import VQADataset
-    from vilbert.tasks.metrics import ReferEvaluator, RetrievalEvaluator, VCREvaluator, VQAEvaluator
+    from vilbert.tasks.metrics import (ReferEvaluator, RetrievalEvaluator, TopLabelEvaluator, VCREvaluator,
+                                       VQAEvaluator)
 
     def vcr(mode):  # one dataset class, two input layouts
         return lambda config, split, tokenizer: VCRDataset(config, split, tokenizer, mode=mode)
@@ -96,6 +110,9 @@ def _register_builtin_readers() -> None:
         Reader("vcr_qa2r", vcr("qa2r"), vcr("qa2r"), VCREvaluator, ("qa2r",)),
         Reader("refer", ReferDataset, ReferDataset, ReferEvaluator, ("accuracy",)),
         Reader("retrieval", RetrievalTrainDataset, RetrievalEvalDataset, RetrievalEvaluator, ("R@1", "R@5", "R@10")),
+        Reader("snli_ve", SNLIVEDataset, SNLIVEDataset, TopLabelEvaluator, ("accuracy",)),
+        Reader("nlvr2", NLVR2Dataset, NLVR2Dataset, TopLabelEvaluator, ("accuracy",)),
+        Reader("gqa", GQADataset, GQADataset, TopLabelEvaluator, ("accuracy",)),
     ]
     for reader in builtins:
         READERS[reader.name] = reader
