@@ -28,14 +28,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vilbert.data.concap import (ConcapPaths, ConceptualCaptionsDataset, MissingImagesError, SampleConfig,
-                                 make_loader)
+from vilbert.data.concap import ConcapPaths, ConceptualCaptionsDataset, SampleConfig, make_loader
 from vilbert.training import (EvalSampler, MetricMeter, Precision, PretrainingObjective, TrainingLogger,
-                              TrainSampler, barrier, batches_per_step, broadcast_object, build_optimizer, capture_rng_state,
+                              TrainSampler, barrier, batches_per_step, build_optimizer, capture_rng_state,
                               evaluate, gather_objects, load_training_state, maybe_compile,
                               resolve_resume, restore_rng_state, save_checkpoint, should_compile, to_device, train_step,
                               warmup_linear_schedule, wrap_model)
-from vilbert.training.cli import SetupError, add_runtime_arguments, check_runtime_arguments, run_script
+from vilbert.training.cli import (SetupError, add_runtime_arguments, build_on_main_first, check_runtime_arguments,
+                                  run_script)
 from vilbert.tokenization import load_tokenizer
 from vilbert.training.optim import freeze_text_layers
 
@@ -148,16 +148,8 @@ def build_datasets(args, dist) -> tuple[ConceptualCaptionsDataset, ConceptualCap
         return tuple(ConceptualCaptionsDataset(p, paths.features, tokenizer, sample_config, cache_dir)
                      for p in (paths.train_captions, paths.val_captions))
 
-    datasets, error = None, None
-    if dist.is_main:
-        try:
-            datasets = build()
-        except (MissingImagesError, FileNotFoundError, ValueError, RuntimeError) as exc:
-            error = str(exc)
-    error = broadcast_object(error, dist)  # also the barrier: the cache exists now
-    if error:  # the data cannot be used (missing files, too many missing images, bad lines): stop early
-        raise SetupError(error)
-    return datasets if datasets is not None else build()
+    # Missing files, too many missing images (MissingImagesError) or bad lines stop every rank early.
+    return build_on_main_first(build, dist, errors=(FileNotFoundError, ValueError, RuntimeError))
 
 
 def main(argv=None) -> int:

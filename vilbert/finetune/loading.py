@@ -12,8 +12,8 @@ from torch.utils.data import Dataset
 
 from vilbert.tasks.config import TaskConfigError
 from vilbert.tasks.registry import Task, build_tasks
-from vilbert.training import DistInfo, Precision, broadcast_object, unwrap_model
-from vilbert.training.cli import SetupError
+from vilbert.training import Precision, unwrap_model
+from vilbert.training.cli import SetupError, build_on_main_first  # noqa: F401 (re-exported)
 
 # The model's task-head modules (ViLBertForVLTasks): trained at their own learning rate when
 # finetuning (REFERENCE 5: 1e-4). The originals matched the substring "vil_", which left the
@@ -35,23 +35,6 @@ def run_directory(output_dir: Union[str, Path], tasks: dict[int, Task], save_nam
     so runs of different tasks with one --save_name do not overwrite each other."""
     names = "-".join(task.name for task in tasks.values())
     return Path(output_dir) / (f"{names}_{save_name}" if save_name else names)
-
-
-def build_on_main_first(build: Callable[[], object], dist: DistInfo):
-    """Run `build` on rank 0 first (it fills the token caches and answer vocabularies), then on the
-    other ranks, which read those files. An error on rank 0 stops every rank with its message."""
-    result, error = None, None
-    if dist.is_main:
-        try:
-            result = build()
-        except (TaskConfigError, FileNotFoundError, ValueError, KeyError) as exc:
-            error = str(exc)
-    error = broadcast_object(error, dist)  # also the barrier after which the caches exist
-    if error:
-        raise SetupError(error)
-    if not dist.is_main:
-        result = build()
-    return result
 
 
 def build_datasets(tasks: dict[int, Task], tokenizer, split: Optional[str]) -> dict[int, Dataset]:

@@ -56,6 +56,24 @@ def check_runtime_arguments(parser: argparse.ArgumentParser, args: argparse.Name
         args.precision = "fp16"
 
 
+def build_on_main_first(build: Callable[[], object], dist, errors: tuple = (FileNotFoundError, ValueError, KeyError)):
+    """Run `build` on rank 0 first (it fills the caches: tokenised texts, answer vocabularies), then
+    on the other ranks, which read them. One of `errors` on rank 0 (missing files, bad lines, too
+    many missing images) stops every rank with its message as a SetupError, before any rank builds."""
+    from vilbert.training.distributed import broadcast_object
+
+    result, error = None, None
+    if dist.is_main:
+        try:
+            result = build()
+        except errors as exc:
+            error = str(exc)
+    error = broadcast_object(error, dist)  # also the barrier after which the caches exist
+    if error:
+        raise SetupError(error)
+    return result if dist.is_main else build()
+
+
 def run_script(script: str, body: Callable, args: argparse.Namespace) -> int:
     """Join the process group (torchrun, torch.distributed.launch or a single process), run
     body(args, dist), and leave the group whatever happens. A SetupError (bad flag, file or task)
