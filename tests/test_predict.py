@@ -300,6 +300,15 @@ def test_feature_cache_is_keyed_by_content_and_settings(setup, tmp_path):
     assert grid.regions(images[1].read_bytes()).features == "cached"
 
 
+def test_a_picture_without_regions_is_a_one_line_error_and_not_cached(setup, tmp_path):
+    images, _ = vqa_pictures(setup)
+    pictures = PictureFeatures(FeatureOptions(backbone="pixels", boxes="grid", grid=2), tmp_path / "cache")
+    pictures._source = lambda image, image_id: (np.zeros((0, 4), np.float32), np.zeros((0, 2048), np.float32), None)
+    with pytest.raises(PredictError, match="found no region") as caught:
+        pictures.regions(images[0])
+    assert "\n" not in str(caught.value) and not list((tmp_path / "cache").rglob("*.vlbf"))
+
+
 @pytest.mark.parametrize("boxes", ["detector", "gt"])
 def test_12in1_detector_gives_what_extract_stores(setup, vmb, tmp_path, boxes):
     """Pictures through predict's feature source equal what `python -m vilbert.features extract`

@@ -6,19 +6,18 @@ import argparse
 import json
 import sys
 
+from vilbert.features.extract import add_extractor_arguments
+
 
 def _extract(args) -> int:
-    from vilbert.features.extract import run_extraction
+    from vilbert.features.extract import extractor_backbone, run_extraction
 
-    if args.detector_config is not None and args.backbone is not None:
-        raise ValueError("--backbone does not apply with --detector-config: the features are the detector's own "
-                         "(its box head's fc6)")
     result = run_extraction(
         args.images,
         args.output,
         boxes=args.boxes,
         boxes_file=args.boxes_file,
-        backbone=args.backbone or "resnet101",
+        backbone=extractor_backbone(args),
         grid=args.grid,
         detector=args.detector,
         detector_arch=args.detector_arch,
@@ -80,31 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     extract = commands.add_parser("extract", help="extract region features from a folder of images")
     extract.add_argument("--images", required=True, help="folder of images; the image id is the file stem")
     extract.add_argument("--output", required=True, help="the store to write (under torchrun: a folder of shards)")
-    extract.add_argument("--boxes", choices=["gt", "grid", "detector"], required=True)
-    extract.add_argument("--boxes-file", help="boxes.json for --boxes gt; boxes are x1, y1, x2, y2 in pixels")
-    extract.add_argument("--grid", type=int, default=6, help="N for an N x N grid of boxes (--boxes grid)")
-    extract.add_argument("--detector", help="torchvision Faster R-CNN state dict (--boxes detector); with "
-                         "--detector-config a maskrcnn-benchmark checkpoint (12-in-1's detectron_model.pth)")
-    extract.add_argument("--detector-arch", default="fasterrcnn_resnet50_fpn",
-                         help="torchvision builder the --detector checkpoint belongs to")
-    extract.add_argument("--detector-config", help="the maskrcnn-benchmark YAML of --detector (12-in-1's "
-                         "detectron_config.yaml): that detector then gives the features too, of its own boxes "
-                         "(--boxes detector, 12-in-1's selection) or of given ones (--boxes gt|grid); no --backbone")
-    extract.add_argument("--min-boxes", type=int, default=10, help="detector: keep at least this many boxes")
-    extract.add_argument("--max-boxes", "--num-features", dest="max_boxes", type=int, default=None,
-                         help="detector: keep at most this many boxes (default 36; 100 with --detector-config, "
-                         "as 12-in-1)")
-    extract.add_argument("--min-score", "--confidence-threshold", dest="min_score", type=float, default=None,
-                         help="detector: score threshold (default 0.2; 0 with --detector-config, as 12-in-1)")
-    extract.add_argument("--backbone", choices=["resnet50", "resnet101", "pixels"], default=None,
-                         help="feature backbone (default resnet101; none with --detector-config)")
-    extract.add_argument("--weights", help="local ResNet state dict for the backbone")
-    extract.add_argument("--random-weights", action="store_true", help="random ResNet weights (tests only)")
+    add_extractor_arguments(extract)
     extract.add_argument("--batch-size", type=int, default=8)
     extract.add_argument("--num-workers", type=int, default=2, help="image-decoding worker processes")
     extract.add_argument("--device", help="default: cuda:LOCAL_RANK when a GPU is present, else cpu")
-    extract.add_argument("--image-size", type=int, default=600, help="ResNet input: shorter side in pixels")
-    extract.add_argument("--max-size", type=int, default=1000, help="ResNet input: longest side at most")
     extract.add_argument("--float32", action="store_true", help="store float32 features (default float16)")
     extract.add_argument("--no-progress", action="store_true")
     extract.set_defaults(run=_extract)

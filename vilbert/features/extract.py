@@ -172,6 +172,45 @@ def _done_ids(output: Path, world: int, own: Path) -> set[str]:
     return done
 
 
+def add_extractor_arguments(group, boxes_required: bool = True) -> None:
+    """The command-line options of RegionExtractor, for `python -m vilbert.features extract` and
+    `python -m vilbert.predict --images`: one list, so both commands take the same flags. With
+    boxes_required False, --boxes defaults to None (the caller picks: vilbert.predict's FeatureOptions)."""
+    group.add_argument("--boxes", choices=["gt", "grid", "detector"], required=boxes_required, default=None,
+                       help=None if boxes_required else "default: detector with --detector, else grid")
+    group.add_argument("--boxes-file", help="boxes.json for --boxes gt, keyed by image id (the file stem); boxes "
+                       "are x1, y1, x2, y2 in pixels")
+    group.add_argument("--grid", type=int, default=6, help="N for an N x N grid of boxes (--boxes grid)")
+    group.add_argument("--detector", help="torchvision Faster R-CNN state dict (--boxes detector); with "
+                       "--detector-config a maskrcnn-benchmark checkpoint (12-in-1's detectron_model.pth)")
+    group.add_argument("--detector-arch", default="fasterrcnn_resnet50_fpn",
+                       help="torchvision builder the --detector checkpoint belongs to")
+    group.add_argument("--detector-config", help="the maskrcnn-benchmark YAML of --detector (12-in-1's "
+                       "detectron_config.yaml): that detector then gives the features too, of its own boxes "
+                       "(--boxes detector, 12-in-1's selection) or of given ones (--boxes gt|grid); no --backbone")
+    group.add_argument("--min-boxes", type=int, default=10, help="detector: keep at least this many boxes")
+    group.add_argument("--max-boxes", "--num-features", dest="max_boxes", type=int, default=None,
+                       help="detector: keep at most this many boxes (default 36; 100 with --detector-config, "
+                       "as 12-in-1)")
+    group.add_argument("--min-score", "--confidence-threshold", dest="min_score", type=float, default=None,
+                       help="detector: score threshold (default 0.2; 0 with --detector-config, as 12-in-1)")
+    group.add_argument("--backbone", choices=["resnet50", "resnet101", "pixels"], default=None,
+                       help="feature backbone (default resnet101; none with --detector-config)")
+    group.add_argument("--weights", help="local ResNet state dict for the backbone")
+    group.add_argument("--random-weights", action="store_true", help="random ResNet weights (tests only)")
+    group.add_argument("--image-size", type=int, default=600, help="ResNet input: shorter side in pixels")
+    group.add_argument("--max-size", type=int, default=1000, help="ResNet input: longest side at most")
+
+
+def extractor_backbone(args) -> str:
+    """--backbone of add_extractor_arguments' flags, its default filled in; ValueError when it is
+    given with --detector-config (whose detector gives the features itself)."""
+    if args.detector_config is not None and args.backbone is not None:
+        raise ValueError("--backbone does not apply with --detector-config: the features are the detector's own "
+                         "(its box head's fc6)")
+    return args.backbone or "resnet101"
+
+
 class RegionExtractor:
     """Pictures -> regions: the one path from pixels to (boxes, features, cls_prob), for
     `python -m vilbert.features extract` over a folder and for vilbert.predict over single pictures,
@@ -342,10 +381,8 @@ def report_problems(result: ExtractionResult, stream=None) -> None:
         print(f"skipped {len(result.failed)} image(s) that could not be decoded:", file=stream)
         for path, reason in result.failed:
             print(f"  {path}: {reason}", file=stream)
-    if result.without_boxes:
-        shown = ", ".join(result.without_boxes[:20]) + (" ..." if len(result.without_boxes) > 20 else "")
-        print(f"skipped {len(result.without_boxes)} image(s) with no entry in the boxes file: {shown}", file=stream)
-    if result.without_regions:
-        shown = ", ".join(result.without_regions[:20]) + (" ..." if len(result.without_regions) > 20 else "")
-        print(f"skipped {len(result.without_regions)} image(s) in which the detector found no region: {shown}",
-              file=stream)
+    for ids, why in ((result.without_boxes, "with no entry in the boxes file"),
+                     (result.without_regions, "in which the detector found no region")):
+        if ids:
+            shown = ", ".join(ids[:20]) + (" ..." if len(ids) > 20 else "")
+            print(f"skipped {len(ids)} image(s) {why}: {shown}", file=stream)

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 
+from vilbert.features.extract import add_extractor_arguments, extractor_backbone
 from vilbert.predict import __doc__ as PACKAGE_DOC
 from vilbert.predict.checkpoint import DEFAULT_ORIGINAL_CONFIG
 from vilbert.predict.errors import PredictError
@@ -41,26 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-regions", type=int, default=DEFAULT_MAX_REGIONS, help="regions per picture, the global one included")
 
     x = p.add_argument_group("feature extraction (--images): as python -m vilbert.features extract")
-    x.add_argument("--backbone", choices=["resnet50", "resnet101", "pixels"], default=None,
-                   help="feature backbone (default resnet101; none with --detector-config)")
-    x.add_argument("--weights", help="local ResNet state dict for the backbone")
-    x.add_argument("--random-weights", action="store_true", help="random ResNet weights (tests only)")
-    x.add_argument("--boxes", choices=["gt", "grid", "detector"], default=None,
-                   help="default: detector with --detector, else grid")
-    x.add_argument("--boxes-file", help="boxes.json for --boxes gt (keyed by the file stem)")
-    x.add_argument("--grid", type=int, default=6, help="N for an N x N grid of boxes (--boxes grid)")
-    x.add_argument("--detector", help="torchvision Faster R-CNN state dict; with --detector-config a "
-                   "maskrcnn-benchmark checkpoint (12-in-1's detectron_model.pth)")
-    x.add_argument("--detector-arch", default="fasterrcnn_resnet50_fpn")
-    x.add_argument("--detector-config", help="the maskrcnn-benchmark YAML of --detector (12-in-1's "
-                   "detectron_config.yaml): that detector then gives the features too; no --backbone")
-    x.add_argument("--min-boxes", type=int, default=10)
-    x.add_argument("--max-boxes", "--num-features", dest="max_boxes", type=int, default=None,
-                   help="detector: at most this many boxes (default 36; 100 with --detector-config, as 12-in-1)")
-    x.add_argument("--min-score", "--confidence-threshold", dest="min_score", type=float, default=None,
-                   help="detector: score threshold (default 0.2; 0 with --detector-config, as 12-in-1)")
-    x.add_argument("--image-size", type=int, default=600, help="ResNet input: shorter side in pixels")
-    x.add_argument("--max-size", type=int, default=1000, help="ResNet input: longest side at most")
+    add_extractor_arguments(x, boxes_required=False)
     x.add_argument("--float32", action="store_true", help="keep float32 features (default float16, as the store)")
     x.add_argument("--cache", default=None, help=f"feature cache folder (default {default_cache_dir()})")
     x.add_argument("--no-cache", action="store_true", help="keep features in memory only")
@@ -84,11 +66,12 @@ def run(args) -> int:
         raise PredictError("--features needs --image-ids")
     if args.image_ids and not args.features:
         raise PredictError("--image-ids goes with --features (with --images the id is the file stem)")
-    if args.detector_config is not None and args.backbone is not None:
-        raise PredictError("--backbone does not apply with --detector-config: the features are the detector's own "
-                           "(its box head's fc6)")
+    try:
+        backbone = extractor_backbone(args)
+    except ValueError as exc:
+        raise PredictError(str(exc)) from None
     extractor = FeatureOptions(
-        backbone=args.backbone or FeatureOptions.backbone, weights=args.weights, random_weights=args.random_weights,
+        backbone=backbone, weights=args.weights, random_weights=args.random_weights,
         boxes=args.boxes, boxes_file=args.boxes_file, grid=args.grid, detector=args.detector,
         detector_arch=args.detector_arch, detector_config=args.detector_config, min_boxes=args.min_boxes,
         max_boxes=args.max_boxes, min_score=args.min_score, image_size=args.image_size, max_size=args.max_size,

@@ -134,9 +134,12 @@ def read_label2ans(path) -> list:
         if sorted(data.values()) != list(range(len(data))):
             raise PredictError(f"{where}: a dict, but its values are not the labels 0..{len(data) - 1}")
         data = sorted(data, key=data.get)
-    if not isinstance(data, list) or not all(isinstance(a, str) for a in data):
-        raise PredictError(f"{where}: expected a list of answer strings")
-    return data
+    from vilbert.data.vqa import check_label2ans
+
+    try:
+        return check_label2ans(data, where)  # the VQA reader's check: a list of answer strings
+    except ValueError as exc:
+        raise PredictError(str(exc)) from None
 
 
 def find_label2ans(checkpoint, answers=None, tasks_config=None) -> Optional[Path]:

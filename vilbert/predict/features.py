@@ -260,6 +260,8 @@ class PictureFeatures:
                 boxes, features, cls_prob = self._source(pixels, image_id)
             except (ValueError, FileNotFoundError) as exc:
                 raise PredictError(f"{name}: {exc}") from None
+            if len(boxes) == 0:  # extract skips such pictures (without_regions); a global row needs a region
+                raise PredictError(f"{name}: the detector found no region in this picture")
             item = self.cache.put(key, image_id, image_h=pixels.shape[0], image_w=pixels.shape[1], boxes=boxes,
                                   features=features, cls_prob=cls_prob, feature_dtype=self.options.feature_dtype)
             where = "extracted"

@@ -13,8 +13,8 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-import numpy as np
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from vilbert.model import NUM_TASK_TOKENS
 from vilbert.predict.checkpoint import find_label2ans, load_checkpoint, read_label2ans
@@ -241,8 +241,8 @@ class Predictor:
             with self.precision.autocast():
                 prefix = self.model.vilbert.encode_text_prefix(*(batch[key] for key in TEXT_KEYS), task_tokens=tokens)
             extra = prefix.shape[1] - batch["input_ids"].shape[1]  # the task token's column
-            for i, text in enumerate(new):
-                length = max(1, int(batch["attention_mask"][i].sum()))
+            lengths = batch["attention_mask"].sum(1).clamp(min=1).tolist()  # one transfer, not one per text
+            for i, (text, length) in enumerate(zip(new, lengths)):
                 self._prefixes[(text, task_token)] = ({key: batch[key][i, :length] for key in TEXT_KEYS},
                                                       prefix[i, :length + extra])
                 while len(self._prefixes) > 256:
@@ -250,17 +250,15 @@ class Predictor:
         # Texts of several lengths: padded (ids 0, mask 0) to the longest; the padding rows of the
         # prefix are zeros, masked out like any padding.
         entries = [self._prefixes[(t, task_token)] for t in texts]
-        length = max(ids["input_ids"].shape[0] for ids, _ in entries)
-        extra = entries[0][1].shape[0] - entries[0][0]["input_ids"].shape[0]  # the task token's column
-        pad = lambda x, n: torch.nn.functional.pad(x, (0, 0) * (x.dim() - 1) + (0, n - x.shape[0]))  # noqa: E731
-        inputs = {key: torch.stack([pad(ids[key], length) for ids, _ in entries]) for key in TEXT_KEYS}
-        prefix = torch.stack([pad(prefix, length + extra) for _, prefix in entries])  # (C, T', hidden)
+        inputs = {key: pad_sequence([ids[key] for ids, _ in entries], batch_first=True) for key in TEXT_KEYS}  # (C, T)
+        prefix = pad_sequence([prefix for _, prefix in entries], batch_first=True)  # (C, T', hidden)
         return inputs, prefix
 
     @torch.inference_mode()
     def _run(self, texts: list, pictures: list, head: str, task_token: Optional[int], attention: bool) -> "_Outputs":
         """Every (text, picture) pair through the model, `batch_size` pairs at a time; pair
         j * len(texts) + i is text i with picture j."""
+        from vilbert.data.collate import collate, region_arrays
         from vilbert.features import pad_regions
         from vilbert.model import fuse
 
@@ -269,11 +267,10 @@ class Predictor:
         started = time.perf_counter()
         text, prefix = self._text(texts, task_token)
         padded = [pad_regions(p.item, self.max_regions) for p in pictures]
-        stack = lambda name, dtype: torch.from_numpy(np.stack([getattr(p, name) for p in padded])).to(self.device, dtype)  # noqa: E731
         regions = max(p.num_real for p in padded)  # rows past every picture's last region are all padding
-        image = {"image_feat": stack("features", torch.float32)[:, :regions],
-                 "image_loc": stack("locations", torch.float32)[:, :regions],
-                 "image_attention_mask": stack("mask", torch.long)[:, :regions]}
+        # The datasets' collation path: (P, R, D) features, (P, R, 5) locations, (P, R) mask.
+        image = {key: value[:, :regions].to(self.device) for key, value in
+                 collate([region_arrays(p) for p in padded]).items()}
         pairs = [(i, j) for j in range(len(pictures)) for i in range(len(texts))]
         heads, maps = [], []
         for start in range(0, len(pairs), self.batch_size):
@@ -299,7 +296,7 @@ class Predictor:
                         len(texts), head, task_token, elapsed)
 
     def _tokens(self, ids: torch.Tensor, task_token: Optional[int]) -> list:
-        tokens = self.tokenizer.convert_ids_to_tokens([int(i) for i in ids if int(i) != 0])
+        tokens = self.tokenizer.convert_ids_to_tokens(ids[ids != 0].tolist())
         return tokens[:1] + [f"[TASK {task_token}]"] + tokens[1:] if task_token is not None else tokens
 
 
