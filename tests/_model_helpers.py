@@ -80,12 +80,9 @@ def original_state_dict(layout: str, config: ViLBertConfig, seed: int = 0, num_l
             layer_norm(p + "output.LayerNorm", size)
     for i in range(len(config.v_biattention_id)):
         p = f"bert.encoder.c_layer.{i}."
-        linear(p + "biattention.query1", B, V)
-        linear(p + "biattention.key1", B, V)
-        linear(p + "biattention.value1", B, V)
-        linear(p + "biattention.query2", B, H)
-        linear(p + "biattention.key2", B, H)
-        linear(p + "biattention.value2", B, H)
+        for stream, size in (("1", V), ("2", H)):  # 1 = visual stream in, 2 = text stream in
+            for proj in ("query", "key", "value"):
+                linear(f"{p}biattention.{proj}{stream}", B, size)
         linear(p + "biOutput.dense1", V, B)
         layer_norm(p + "biOutput.LayerNorm1", V)
         linear(p + "biOutput.q_dense1", V, B)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -61,8 +62,6 @@ def vqa_world(root: Path, answers_by_question: dict | None = None) -> Path:
 
     4 images (ids 1..4); train questions 100..111 (3 per image), val 200..205, test 300..301.
     """
-    import json
-
     dataroot = root / "vqa"
     dataroot.mkdir(parents=True)
     colours = ["red", "blue", "green"]
@@ -95,8 +94,6 @@ def vqa_world(root: Path, answers_by_question: dict | None = None) -> Path:
 
 def vcr_world(root: Path) -> Path:
     """Official-format VCR jsonl (train 3, val 2, test 1 records) and its two stores under root/vcr."""
-    import json
-
     dataroot = root / "vcr"
     dataroot.mkdir(parents=True)
     objects = ["person", "person", "dog"]
@@ -143,7 +140,6 @@ def refer_world(root: Path) -> Path:
     Detections of image 10: box 0 matches ann 1 exactly, box 1 overlaps ann 2 with IoU 0.5^2/..., box 2
     is elsewhere.
     """
-    import json
     import pickle
 
     dataroot = root / "refer"
@@ -189,8 +185,6 @@ def flickr_world(root: Path, num_train: int = 6, num_test: int = 3) -> Path:
     Image i's features are the constant i (plus nothing random), so the nearest images by mean
     feature are i - 1 and i + 1.
     """
-    import json
-
     from vilbert.features import FeatureWriter
 
     dataroot = root / "flickr"
@@ -219,8 +213,6 @@ def flickr_entry(**fields) -> dict:
 
 def snli_ve_world(root: Path) -> Path:
     """Official-format SNLI-VE jsonl (train 6, dev 3, test 2 records) on Flickr30k ids 11..13."""
-    import json
-
     dataroot = root / "snli_ve"
     dataroot.mkdir(parents=True)
     gold = ["entailment", "neutral", "contradiction"]
@@ -237,8 +229,6 @@ def snli_ve_world(root: Path) -> Path:
 def nlvr2_world(root: Path) -> Path:
     """Official-format NLVR2 JSON lines (train 4, dev 2, test1 2 examples) and a store keyed by
     the image names derived from the identifiers ("<split>-<set>-<pair>-img0/1")."""
-    import json
-
     dataroot = root / "nlvr2"
     dataroot.mkdir(parents=True)
     images = {}
@@ -257,8 +247,6 @@ def nlvr2_world(root: Path) -> Path:
 
 def gqa_world(root: Path) -> Path:
     """Official-format GQA balanced questions: train 5, val 3, testdev 2 on images "n1", "2", "3"."""
-    import json
-
     dataroot = root / "gqa"
     dataroot.mkdir(parents=True)
     answers = ["yes", "no", "left", "yes", "cat"]

@@ -21,12 +21,11 @@ official submission format.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 
 from vilbert.data.labels import LabelDataset
+from vilbert.data.vqa import check_label2ans, read_label2ans, write_label2ans
 from vilbert.tasks.config import TaskConfig
 
 NUM_ANSWERS = 1533  # outputs of 12-in-1's GQA head (vilbert.model.GQA_NUM_LABELS)
@@ -77,20 +76,14 @@ def load_or_build_vocab(dataroot: Path) -> list[str]:
     cache = dataroot / "cache"
     path, original = cache / "trainval_label2ans.json", cache / "trainval_label2ans.pkl"
     if path.is_file():
-        label2ans = json.loads(path.read_text())
+        label2ans = read_label2ans(path)
     elif original.is_file():
         from vilbert.safe_pickle import safe_load
 
-        label2ans = safe_load(original)
+        label2ans = check_label2ans(safe_load(original), original)
     else:
         label2ans = build_answer_vocab(dataroot)
-        cache.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache, suffix=".tmp")  # atomic: ranks may race here
-        with os.fdopen(fd, "w") as f:
-            json.dump(label2ans, f)
-        os.replace(tmp, path)
-    if not isinstance(label2ans, list) or not all(isinstance(a, str) for a in label2ans):
-        raise ValueError(f"{path if path.is_file() else original}: expected a list of answer strings")
+        write_label2ans(path, label2ans)
     if len(label2ans) > NUM_ANSWERS:
         raise ValueError(f"GQA answer vocabulary has {len(label2ans)} answers; the GQA head has {NUM_ANSWERS}")
     return label2ans

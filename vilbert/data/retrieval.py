@@ -33,6 +33,7 @@ import torch
 
 from vilbert.data.cache import cache_key, cached_arrays
 from vilbert.data.collate import TEXT_KEYS, TaskDataset, encode_text, region_arrays
+from vilbert.data.vcr import read_jsonl
 from vilbert.tasks.config import TaskConfig, TaskConfigError
 
 HARD_NEGATIVE_FILE = "hard_negative.json"
@@ -48,24 +49,18 @@ def read_jsonline(path: Path) -> list[tuple[str, list[str]]]:
     """[(image id, captions)] in file order. The id is the img_path stem (as the originals for
     Flickr30k), or `id` when there is no img_path."""
     images = []
-    with open(path) as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError as exc:
-                raise ValueError(f"{path}:{line_no}: not valid JSON ({exc})") from None
-            if "img_path" in record:
-                image_id = Path(str(record["img_path"])).stem
-            elif "id" in record:
-                image_id = str(record["id"])
-            else:
-                raise ValueError(f"{path}:{line_no}: missing field 'img_path' (or 'id')")
-            captions = record.get("sentences")
-            if not isinstance(captions, list) or not captions or not all(isinstance(c, str) for c in captions):
-                raise ValueError(f"{path}:{line_no}: 'sentences' must be a non-empty list of captions")
-            images.append((image_id, captions))
+    for record in read_jsonl(path):
+        line_no = record["_line"]
+        if "img_path" in record:
+            image_id = Path(str(record["img_path"])).stem
+        elif "id" in record:
+            image_id = str(record["id"])
+        else:
+            raise ValueError(f"{path}:{line_no}: missing field 'img_path' (or 'id')")
+        captions = record.get("sentences")
+        if not isinstance(captions, list) or not captions or not all(isinstance(c, str) for c in captions):
+            raise ValueError(f"{path}:{line_no}: 'sentences' must be a non-empty list of captions")
+        images.append((image_id, captions))
     if not images:
         raise ValueError(f"{path}: no images")
     return images

@@ -121,14 +121,33 @@ def soft_target(annotation: dict, ans2label: dict[str, int]) -> tuple[list[int],
     return labels, scores
 
 
+def check_label2ans(label2ans, path: Path) -> list[str]:
+    """An answer vocabulary (label -> answer) as read from `path`: a list of strings, or ValueError."""
+    if not isinstance(label2ans, list) or not all(isinstance(a, str) for a in label2ans):
+        raise ValueError(f"{path}: expected a list of answer strings")
+    return label2ans
+
+
+def read_label2ans(path: Path) -> list[str]:
+    """The answer vocabulary saved at `path` (a JSON list, index = label)."""
+    return check_label2ans(json.loads(Path(path).read_text()), path)
+
+
+def write_label2ans(path: Path, label2ans: list[str]) -> None:
+    """Save an answer vocabulary as a JSON list, atomically: ranks may race to build it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    with os.fdopen(fd, "w") as f:
+        json.dump(label2ans, f)
+    os.replace(tmp, path)
+
+
 def load_or_build_vocab(config: TaskConfig, min_count: int = MIN_ANSWER_COUNT) -> list[str]:
     """The task's answer vocabulary (label -> answer), read from or written to dataroot/cache."""
     path = Path(config.dataroot) / "cache" / f"{config.train_split}_label2ans.json"
     if path.is_file():
-        label2ans = json.loads(path.read_text())
-        if not isinstance(label2ans, list) or not all(isinstance(a, str) for a in label2ans):
-            raise ValueError(f"{path}: expected a JSON list of answer strings")
-        return label2ans
+        return read_label2ans(path)
     questions, _ = load_split(Path(config.dataroot), config.train_split)
     label2ans = build_answer_vocab(questions, min_count)
     if not label2ans:
@@ -136,11 +155,7 @@ def load_or_build_vocab(config: TaskConfig, min_count: int = MIN_ANSWER_COUNT) -
             f"no answer is the multiple_choice_answer of {min_count} questions of split {config.train_split!r}; "
             f"give the vocabulary yourself as a JSON list of answers in {path}"
         )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")  # atomic: ranks may race here
-    with os.fdopen(fd, "w") as f:
-        json.dump(label2ans, f)
-    os.replace(tmp, path)
+    write_label2ans(path, label2ans)
     return label2ans
 
 

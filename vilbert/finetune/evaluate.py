@@ -109,8 +109,8 @@ def retrieval_scores(model: torch.nn.Module, dataset, *, precision: Precision, d
         task_tokens = None if task_token is None else torch.full((len(block), 1), task_token, device=device)
         with precision.autocast():
             prefix = bare.vilbert.encode_text_prefix(ids, types, mask, task_tokens=task_tokens)  # (c, T', H)
-        for j, caption in enumerate(block.tolist()):
-            length = max(int(mask[j].sum()), 1)  # padding columns are masked anyway: cut them
+        lengths = mask.sum(1).clamp(min=1).tolist()  # padding columns are masked anyway: cut them (one sync a block)
+        for j, (caption, length) in enumerate(zip(block.tolist(), lengths)):
             keep = length + (prefix.shape[1] - ids.shape[1])  # the task token, if any, adds a column
             for start in range(0, num_images, batch_size):
                 stop = min(start + batch_size, num_images)

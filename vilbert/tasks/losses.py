@@ -17,9 +17,7 @@ def vl_classifier_loss(logits: torch.Tensor, batch: dict) -> torch.Tensor:
     logits (B, L) from `vil_prediction`; batch["target"] (B, L) soft scores in [0, 1]. Multiplying
     the mean by L (= summing over answers, averaging over questions) is the originals' scale.
     """
-    target = batch["target"].float()
-    loss = F.binary_cross_entropy_with_logits(logits.float(), target, reduction="mean")
-    return loss * target.shape[1]
+    return vl_label_loss(logits, batch) * batch["target"].shape[1]
 
 
 def vl_logit_loss(logits: torch.Tensor, batch: dict) -> torch.Tensor:

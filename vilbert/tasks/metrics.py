@@ -26,6 +26,8 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
+from vilbert.tasks.losses import top_label_score
+
 # VQA answer normalisation, as the official evaluation script (VQA v2 `vqaEval.py`).
 # Spelled-out contractions and their apostrophe forms; the table is the official one, quirks
 # ("somebody'd" -> "somebodyd") included, so scores match the evaluation server.
@@ -252,8 +254,7 @@ class TopLabelEvaluator(Evaluator):
         prediction = logits.argmax(dim=1)  # (B,)
         self._slot("prediction", (), torch.long, logits.device, -1)[index] = prediction
         if "target" in batch:
-            target = batch["target"].to(logits.device)
-            score = target.gather(1, prediction[:, None]).squeeze(1).float()  # (B,) soft score
+            score = top_label_score(logits, {"target": batch["target"].to(logits.device)})  # (B,) soft score
             self._slot("score", (), torch.float32, logits.device, -1.0)[index] = score
         self._mark_seen(index)
 
