@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from dataclasses import asdict
@@ -39,7 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_model import Result, count_flops, peak_memory_gib, reset_peak, timed  # noqa: E402
+from bench_model import Result, count_flops, device_name, peak_memory_gib, reset_peak, timed  # noqa: E402
 from vilbert.features.vmb import VmbConfig, VmbDetector, VmbExtractor  # noqa: E402
 
 FPN = dict(anchor_strides=(4, 8, 16, 32, 64), pooler_resolution=7, pooler_scales=(0.25, 0.125, 0.0625, 0.03125),
@@ -121,7 +120,7 @@ def main(argv=None) -> Result:
     kept = sum(len(r.boxes) for r in regions) / len(regions)
     row = Result(
         workload="extract-vmb", config=args.config, device=device.type,
-        device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        device_name=device_name(device),
         precision="fp32", compile=False, batch=args.batch, steps=args.steps, unit="images",
         rate=args.batch / seconds, step_ms=seconds * 1000, gflop_per_sample=flops / args.batch / 1e9,
         tflops=flops / seconds / 1e12, peak_memory_gib=peak_memory_gib(device), torch=torch.__version__)

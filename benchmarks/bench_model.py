@@ -32,9 +32,7 @@ prints the ratio. --json PATH appends one JSON object per result.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import math
 import platform
 import resource
 import sys
@@ -188,6 +186,22 @@ def timed(run, steps: int, device) -> float:
     return (time.perf_counter() - start) / steps
 
 
+def alternating(runs: dict, rounds: int, block: int, device) -> dict:
+    """Median seconds per call of each of `runs` (name -> closure), timed in `rounds` rounds of one
+    block of `block` calls each, A B A B, so that a noisy machine slows them alike."""
+    times = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            times[name].append(timed(run, block, device))
+    return {name: float(np.median(t)) for name, t in times.items()}
+
+
+def without_dropout(config: ViLBertConfig) -> ViLBertConfig:
+    """The config with every dropout probability 0: repeated forward passes give the same output."""
+    return ViLBertConfig.from_dict({**config.to_dict(), "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
+                                    "v_hidden_dropout_prob": 0.0, "v_attention_probs_dropout_prob": 0.0})
+
+
 def count_flops(run) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -332,10 +346,15 @@ def measure(args, config: ViLBertConfig, workload: Workload, device, precision: 
     return results
 
 
+def device_name(device) -> str:
+    """The GPU's name, or the CPU's as platform.processor() gives it."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+
+
 def result_row(args, config, workload, device, precision, seconds, flops, samples, model_name) -> Result:
     return Result(
         workload=workload.name, config=Path(args.config).name, device=device.type,
-        device_name=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        device_name=device_name(device),
         precision=precision.mode, compile=bool(args.compile), batch=args.batch, steps=args.steps,
         unit=workload.unit, rate=samples / seconds, step_ms=seconds * 1000,
         gflop_per_sample=flops / samples / 1e9, tflops=flops / seconds / 1e12,
@@ -367,12 +386,9 @@ def compare_with_original(args, config, ours, batch, device, precision, run_ours
 
     for _ in range(args.warmup):
         run_original()
-    ours_times, original_times = [], []
     block = max(1, args.steps // args.rounds)
-    for _ in range(args.rounds):
-        ours_times.append(timed(run_ours, block, device))
-        original_times.append(timed(run_original, block, device))
-    ours_s, original_s = float(np.median(ours_times)), float(np.median(original_times))
+    medians = alternating(dict(ours=run_ours, original=run_original), args.rounds, block, device)
+    ours_s, original_s = medians["ours"], medians["original"]
     print(f"pretraining step, {device.type} {precision.mode}, batch {args.batch}: ours {ours_s * 1000:.0f} ms, "
           f"original {original_s * 1000:.0f} ms (medians of {args.rounds} alternating blocks of {block} steps): "
           f"ours {original_s / ours_s:.2f}x as fast", flush=True)

@@ -62,12 +62,9 @@ OFFLINE_PACKAGES = {"lmdb": "lmdb", "tensorboardX": "tensorboardX", "google.prot
 
 def load_config(quick: bool):
     """The checks' config with dropout off, so that two forward passes are comparable."""
-    from vilbert.config import ViLBertConfig
+    from bench_model import without_dropout
 
-    values = ViLBertConfig.from_json_file(CONFIGS[quick]).to_dict()
-    values.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
-                  v_hidden_dropout_prob=0.0, v_attention_probs_dropout_prob=0.0)
-    return ViLBertConfig.from_dict(values)
+    return without_dropout(_config_with_dropout(quick))
 
 
 def _config_with_dropout(quick: bool):

@@ -40,6 +40,21 @@ def test_quick_runs_every_workload(tmp_path):
     assert by_name["vcr"]["gflop_per_sample"] > 2 * by_name["vqa"]["gflop_per_sample"]
 
 
+def test_prefix_cache_benchmark_serves_every_cached_step_from_the_cache():
+    prefix_cache = _load("bench_prefix_cache")
+    times = prefix_cache.main(["--quick"])  # tiny config, dropout off, batch 4, 2 rounds of 1 step
+    assert times["plain"] > 0 and times["cached"] > 0
+    # Every row of every cached step after the first (the second warm-up step, then one a round) is a hit.
+    assert times["hits"] == 4 * (1 + 2 * 1)
+
+
+def test_alternating_times_each_run_in_every_round():
+    calls = []
+    medians = bench.alternating({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3, 2,
+                                torch.device("cpu"))
+    assert calls == ["a", "a", "b", "b"] * 3 and set(medians) == {"a", "b"}
+
+
 def test_flop_count_of_a_linear_stack_is_exact():
     # The counter the benchmark uses: 2 * M * K * N per matmul, forward and twice that backward.
     layer = torch.nn.Linear(16, 8)
