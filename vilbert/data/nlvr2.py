@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vilbert.data.files import read_jsonl
 from vilbert.data.labels import LabelDataset
-from vilbert.data.vcr import read_jsonl
 from vilbert.tasks.config import TaskConfig
 
 LABELS = ("False", "True")

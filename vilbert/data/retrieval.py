@@ -33,7 +33,7 @@ import torch
 
 from vilbert.data.cache import cache_key, cached_arrays
 from vilbert.data.collate import TEXT_KEYS, TaskDataset, encode_text, region_arrays
-from vilbert.data.vcr import read_jsonl
+from vilbert.data.files import read_jsonl
 from vilbert.tasks.config import TaskConfig, TaskConfigError
 
 HARD_NEGATIVE_FILE = "hard_negative.json"

@@ -23,7 +23,6 @@ originals' numeric id: train-N -> N, val-N -> N + 1000000, test-N -> N + 2000000
 
 from __future__ import annotations
 
-import json
 import random
 import zlib
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 
 from vilbert.data.cache import cache_key, cached_arrays
 from vilbert.data.collate import TEXT_KEYS, TaskDataset, encode_text, region_arrays
+from vilbert.data.files import read_jsonl
 from vilbert.tasks.config import TaskConfig, TaskConfigError
 
 NUM_OPTIONS = 4
@@ -85,19 +85,6 @@ def render(tokens: list, names: list[str], where: str) -> str:
             raise ValueError(f"{where}: bad object reference {token!r} ({len(names)} objects)")
         words.append(" and ".join(names[i] for i in token))
     return " ".join(words)
-
-
-def read_jsonl(path: Path) -> list[dict]:
-    records = []
-    with open(path) as f:
-        for line_no, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except ValueError as exc:
-                    raise ValueError(f"{path}:{line_no}: not valid JSON ({exc})") from None
-                records[-1]["_line"] = line_no
-    return records
 
 
 class VCRDataset(TaskDataset):
