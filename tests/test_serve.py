@@ -3,9 +3,12 @@ random weights: each mode (checked against vilbert.predict on the same picture),
 uploads, and every refusal (oversized uploads, decompression bombs, broken files, bad requests, a
 missing checkpoint), after which the server still answers."""
 
+import contextlib
 import io
 import json
+import socket
 import struct
+import time
 import zlib
 from types import SimpleNamespace
 
@@ -228,3 +231,52 @@ def test_upload_ids_are_never_paths():
     assert upload_image_id("../../secret/14691.png") == "14691"
     assert upload_image_id("C:\\x\\y z.jpg") == "yz"
     assert upload_image_id("") is None and upload_image_id("....") is None
+
+
+def test_make_serve_command_serves_the_demo_run_on_loopback(setup, tmp_path):
+    """`python -m vilbert.serve --demo RESULTS --data WORLD` (what `make serve` runs) on a results
+    folder laid out as `make demo` leaves it: each mode's best checkpoint, the world's pictures."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    from _scripts_helpers import REPO, env
+
+    for run, task in (("VQA-refcoco+_demo", "VQA"), ("VQA-refcoco+_demo", "refcoco+"),
+                      ("RetrievalFlickr30k_demo", "RetrievalFlickr30k")):
+        (tmp_path / "results" / "runs" / run / "best").mkdir(parents=True, exist_ok=True)
+        (tmp_path / "results" / "runs" / run / "best" / task).symlink_to(setup.checkpoint)
+    with socket_port() as port:
+        pass
+    cmd = [sys.executable, "-m", "vilbert.serve", "--demo", str(tmp_path / "results"), "--data", str(setup.world),
+           "--port", str(port), "--cache", str(tmp_path / "cache")]
+    process = subprocess.Popen(cmd, cwd=REPO, env=env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        info = None
+        for _ in range(600):
+            if process.poll() is not None:
+                break
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/info", timeout=2) as response:
+                    info = json.load(response)
+                break
+            except OSError:
+                time.sleep(0.2)
+        assert info is not None, process.communicate(timeout=5)[0][-3000:] if process.poll() is not None else "no answer"
+        runs = tmp_path / "results" / "runs"
+        assert info["modes"]["question"]["checkpoint"] == str(runs / "VQA-refcoco+_demo" / "best" / "VQA")
+        assert info["modes"]["caption"]["checkpoint"] == str(runs / "RetrievalFlickr30k_demo" / "best" / "RetrievalFlickr30k")
+        assert all(m["available"] for m in info["modes"].values())  # the VQA vocabulary beside the checkpoint
+        assert info["gallery"][0]["name"] == sorted(p.name for p in setup.gallery.glob("*.png"))[0]
+    finally:
+        process.terminate()
+        output = process.communicate(timeout=30)[0]
+    assert f"open http://127.0.0.1:{port}/" in output
+
+
+@contextlib.contextmanager
+def socket_port():
+    """A free loopback port (bound, then released for the server to take)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
