@@ -1,8 +1,8 @@
 """The page in a real headless browser: Debian's chromium and chromium-driver, driven by Selenium
 with the system's chromedriver (Selenium Manager, which would download one, is never called).
 vilbert.serve runs under uvicorn on 127.0.0.1 with the tiny checkpoint of test_serve.py; the test
-uploads a demo-world picture, asks a question and an expression, and checks that the answers and
-the picture with its boxes appear. Set VILBERT_SERVE_SCREENSHOTS=docs to keep the screenshots
+uploads a demo-world picture, asks a question, an expression and captions, and checks that the
+answers and the picture with its boxes appear. Set VILBERT_SERVE_SCREENSHOTS=docs to keep the screenshots
 (docs/serve_*.png, as in the README)."""
 
 import os
@@ -89,9 +89,8 @@ def ask(driver, wait, mode, text):
     box.clear()
     box.send_keys(text)
     driver.find_element(By.ID, "ask").click()
-    wait.until(lambda d: d.find_element(By.ID, "source").text.startswith("answered by")
-               and f"head {'vil_prediction' if mode == 'question' else 'vision_logit'}" in d.find_element(By.ID, "source").text
-               or d.find_element(By.ID, "error").text)
+    head = {"question": "vil_prediction", "expression": "vision_logit", "caption": "vil_logit"}[mode]
+    wait.until(lambda d: f"head {head}" in d.find_element(By.ID, "source").text or d.find_element(By.ID, "error").text)
     assert driver.find_element(By.ID, "error").text == ""
 
 
@@ -146,3 +145,11 @@ def test_upload_ask_and_see_the_boxes(server, browser, tmp_path):
     Select(browser.find_element(By.ID, "head")).select_by_index(1)
     assert browser.execute_script(COUNT_PIXELS)["heat"] > 0
     screenshot(browser, tmp_path, "expression")
+
+    ask(browser, wait, "caption", "A red star.\nTwo blue circles.")
+    rows = browser.find_elements(By.CSS_SELECTOR, "#results .bar-row")
+    assert [r.find_element(By.CLASS_NAME, "label").text for r in rows] == ["A red star.", "Two blue circles."]
+    rows[1].click()  # that caption's co-attention
+    assert browser.find_elements(By.CSS_SELECTOR, "#results .bar-row")[1].get_attribute("class").endswith("chosen")
+    assert browser.execute_script(COUNT_PIXELS)["heat"] > 0
+    screenshot(browser, tmp_path, "captions")

@@ -80,7 +80,8 @@ class Service:
         modes = {}
         for mode, predictor in self.predictors.items():
             checkpoint = predictor.checkpoint
-            reason = unavailable(predictor, mode)
+            with self._lock:  # the answer vocabulary is read on first use
+                reason = unavailable(predictor, mode)
             modes[mode] = {"checkpoint": checkpoint.path, "description": describe_checkpoint(checkpoint),
                            "heads": checkpoint.heads, "trained_for": checkpoint.trained_for,
                            "available": reason is None, "reason": reason}
@@ -100,8 +101,7 @@ class Service:
     def upload(self, data: bytes, filename: Optional[str]) -> dict:
         if not data:
             raise PictureError("the upload is empty: send the image file's bytes as the request body")
-        with self._lock:
-            picture = self.uploads.add(data, filename, self.limits.max_pixels)
+        picture = self.uploads.add(data, filename, self.limits.max_pixels)
         return {"id": picture.id, "name": picture.name, "width": picture.width, "height": picture.height}
 
     def ask(self, request: dict) -> dict:

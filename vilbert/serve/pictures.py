@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import threading
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, replace
@@ -104,11 +105,13 @@ class Gallery:
 
 
 class Uploads:
-    """Uploaded pictures by id ("u" + sha256 of the bytes), the latest `keep` of them."""
+    """Uploaded pictures by id ("u" + sha256 of the bytes), the latest `keep` of them; safe to
+    use from several threads (a picture is checked outside the lock)."""
 
     def __init__(self, keep: int = 32):
         self.keep = keep
         self._pictures: "OrderedDict[str, Picture]" = OrderedDict()
+        self._lock = threading.Lock()
 
     def add(self, data: bytes, filename: Optional[str], max_pixels: int) -> Picture:
         width, height = check_picture(data, max_pixels)
@@ -116,14 +119,16 @@ class Uploads:
         image_id = upload_image_id(filename) or digest[:16]
         picture = Picture("u" + digest[:32], filename and Path(filename).name[:80] or "upload", image_id,
                           width, height, data=data)
-        self._pictures[picture.id] = picture
-        self._pictures.move_to_end(picture.id)
-        while len(self._pictures) > self.keep:
-            self._pictures.popitem(last=False)
+        with self._lock:
+            self._pictures[picture.id] = picture
+            self._pictures.move_to_end(picture.id)
+            while len(self._pictures) > self.keep:
+                self._pictures.popitem(last=False)
         return picture
 
     def get(self, picture_id: str) -> Optional[Picture]:
-        return self._pictures.get(picture_id)
+        with self._lock:
+            return self._pictures.get(picture_id)
 
 
 class RegionSource:
