@@ -77,6 +77,8 @@ class Service:
         self._lock = threading.Lock()  # a Predictor's caches are not made for two threads at once
 
     def info(self) -> dict:
+        """What the page shows before any question: each mode's checkpoint and whether it can
+        answer (and why not), the gallery, the limits."""
         modes = {}
         for mode, predictor in self.predictors.items():
             checkpoint = predictor.checkpoint
@@ -90,6 +92,7 @@ class Service:
                            "max_text_chars": self.limits.max_text_chars, "max_captions": self.limits.max_captions}}
 
     def picture(self, picture_id):
+        """The gallery picture or upload of an id the page sent (never a path)."""
         if not isinstance(picture_id, str):
             raise PredictError("give \"picture\": the id of a gallery picture or of an upload")
         picture = self.gallery.pictures.get(picture_id) or self.uploads.get(picture_id)
@@ -99,6 +102,7 @@ class Service:
         return picture
 
     def upload(self, data: bytes, filename: Optional[str]) -> dict:
+        """Keep an uploaded image file's bytes (checked: check_picture); its id, name and size."""
         if not data:
             raise PictureError("the upload is empty: send the image file's bytes as the request body")
         picture = self.uploads.add(data, filename, self.limits.max_pixels)

@@ -100,6 +100,7 @@ class Gallery:
                 self.pictures[picture_id] = Picture(picture_id, path.name, path.stem, width, height, path=path)
 
     def listing(self) -> list:
+        """The pictures as the page lists them (id, name, size, the URL of the file)."""
         return [{"id": p.id, "name": p.name, "width": p.width, "height": p.height, "url": f"/gallery/{p.id}"}
                 for p in self.pictures.values()]
 
@@ -114,6 +115,7 @@ class Uploads:
         self._lock = threading.Lock()
 
     def add(self, data: bytes, filename: Optional[str], max_pixels: int) -> Picture:
+        """Check an upload (check_picture) and keep it; its file name only gives its image id."""
         width, height = check_picture(data, max_pixels)
         digest = hashlib.sha256(data).hexdigest()
         image_id = upload_image_id(filename) or digest[:16]
@@ -127,6 +129,7 @@ class Uploads:
         return picture
 
     def get(self, picture_id: str) -> Optional[Picture]:
+        """The upload of that id, or None (never uploaded, or no longer kept)."""
         with self._lock:
             return self._pictures.get(picture_id)
 
@@ -162,6 +165,7 @@ class RegionSource:
 
 
 def describe_boxes(options: FeatureOptions) -> str:
+    """Where the extractor's boxes come from, in words, for the page."""
     if options.boxes == "gt":
         return f"the boxes file {Path(options.boxes_file).name}"
     if options.boxes == "grid":
