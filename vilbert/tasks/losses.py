@@ -55,6 +55,17 @@ def vl_label_loss(logits: torch.Tensor, batch: dict) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits.float(), batch["target"].float(), reduction="mean")
 
 
+def label_cross_entropy_loss(logits: torch.Tensor, batch: dict) -> torch.Tensor:
+    """A label task whose tasks-file `loss` is CrossEntropyLoss (12-in-1's Foil): softmax
+    cross-entropy against the one-hot label, mean over the batch.
+
+    logits (B, L); batch["target"] (B, L) one-hot. An example without a gold label (an all-zero
+    row) adds 0 to the sum but still counts in the mean, as vl_label_loss counts it.
+    """
+    target = batch["target"].float()
+    return -(target * F.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
+
+
 def top_label_score(logits: torch.Tensor, batch: dict) -> torch.Tensor:
     """(B, L) -> (B,): the target's value at the top label (VQA: its soft score; one-hot targets:
     1 when right), 12-in-1's score for every classifier type."""

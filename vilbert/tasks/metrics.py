@@ -359,9 +359,11 @@ def joint_metrics(evaluators: dict) -> dict[str, dict[str, float]]:
 
 
 class ReferEvaluator(Evaluator):
-    """RefCOCO+ accuracy: the top-scored region is right when its IoU with the referred box > 0.5.
+    """Grounding accuracy (RefCOCO+, RefCOCOg, Flickr30k Entities): the top-scored region is right
+    when its IoU with the referred box > 0.5.
 
-    Results: [{"ref_id", "sent_id", "image_id", "box" [x1, y1, x2, y2] pixels, "iou", "correct"}].
+    Results: [{<the dataset's result_ids> (refer: "ref_id", "sent_id", "image_id"), "box" [x1, y1,
+    x2, y2] pixels, "iou", "correct"}].
     """
 
     def update(self, logits: torch.Tensor, batch: dict) -> None:
@@ -388,17 +390,8 @@ class ReferEvaluator(Evaluator):
         iou, box = self.slots["iou"].cpu(), self.slots["box"].cpu()
         records = []
         for i in torch.nonzero(seen).flatten().tolist():
-            entry = self.dataset.entries[i]
-            records.append(
-                {
-                    "ref_id": entry["ref_id"],
-                    "sent_id": entry["sent_id"],
-                    "image_id": entry["image_id"],
-                    "box": [round(v, 2) for v in box[i].tolist()],
-                    "iou": round(float(iou[i]), 4),
-                    "correct": bool(iou[i] > 0.5),
-                }
-            )
+            records.append({**self.dataset.result_ids(i), "box": [round(v, 2) for v in box[i].tolist()],
+                            "iou": round(float(iou[i]), 4), "correct": bool(iou[i] > 0.5)})
         return records
 
 
