@@ -26,7 +26,10 @@ Evaluation (VisDialEvalDataset): every (round, option) pair of the rounds that h
 one row at a time: item k is round k // 100, option k % 100. VisDialEvaluator ranks each round's
 100 options as the official evaluation (R@1/5/10, MRR and mean rank of the right answer where the
 round has one, NDCG where it has dense annotations). Results: the EvalAI submission format,
-[{"image_id", "round_id", "ranks": [the rank of each of the 100 options]}].
+[{"image_id", "round_id", "ranks": [the rank of each of the 100 options]}]. 12-in-1 validated on
+its training items instead (4 sampled options, accuracy), which is not comparable with published
+VisDial figures; ranking all options costs 25 times as many rows (train_tasks --val_subset N scores
+the first N pairs, N / 100 rounds, during training).
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ from typing import Optional
 import numpy as np
 
 from vilbert.data.cache import cache_key, cached_arrays
-from vilbert.data.collate import TaskDataset, region_arrays
+from vilbert.data.collate import TEXT_KEYS, TaskDataset, region_arrays
 from vilbert.data.files import field_error
 from vilbert.tasks.config import TaskConfig, TaskConfigError
 
@@ -165,12 +168,11 @@ class _VisDialBase(TaskDataset):
         history = history + [self.sep] + caption if history else caption
         return self._piece("question", self.rounds["question"][row]), history
 
-    def texts(self, row: int, options) -> dict[str, np.ndarray]:
+    def round_texts(self, row: int, options) -> dict[str, np.ndarray]:
         """input_ids, token_type_ids, attention_mask (len(options), SEQ_LENGTH) int32 of a round
         with each of the given option positions."""
         question, history = self.context(row)
-        out = {key: np.zeros((len(options), SEQ_LENGTH), dtype=np.int32)
-               for key in ("input_ids", "token_type_ids", "attention_mask")}
+        out = {key: np.zeros((len(options), SEQ_LENGTH), dtype=np.int32) for key in TEXT_KEYS}
         for k, option in enumerate(options):
             ids, types = dialog_text(question, self._piece("answer", self.options[row, option]), history,
                                      self.cls, self.sep)
@@ -206,7 +208,7 @@ class VisDialTrainDataset(_VisDialBase):
         for row in range(self.dialog_starts[index], self.dialog_starts[index + 1]):
             gt = int(self.rounds["gt"][row])
             others = [o + (o >= gt) for o in random.sample(range(NUM_OPTIONS - 1), TRAIN_OPTIONS - 1)]
-            rounds.append(self.texts(row, [gt, *others]))
+            rounds.append(self.round_texts(row, [gt, *others]))
         sample = {key: np.concatenate([r[key] for r in rounds]) for key in rounds[0]}  # (10 * 4, T)
         sample.update(region_arrays(self.regions(self.image_ids[index])))
         sample["target"] = np.zeros(NUM_ROUNDS, dtype=np.int64)  # the answer is each round's option 0
@@ -264,7 +266,7 @@ class VisDialEvalDataset(_VisDialBase):
     def __getitem__(self, index: int) -> dict:
         m, option = divmod(index, NUM_OPTIONS)
         row = int(self.round_rows[m])
-        sample = {key: value[0] for key, value in self.texts(row, [option]).items()}  # (T,)
+        sample = {key: value[0] for key, value in self.round_texts(row, [option]).items()}  # (T,)
         image_id = self.image_ids[self.rounds["dialog"][row]]
         if self._last_image[0] != image_id:
             self._last_image = (image_id, region_arrays(self.regions(image_id)))
