@@ -79,6 +79,10 @@ def test_evaluation_scores_every_option_of_every_round(tmp_path, tokenizer):
     assert len(test) == 100 and test.round_key(0) == (5, 3) and not test.has_labels
     assert _decode(tokenizer, test[0]["input_ids"]).startswith(
         "[CLS] is it thing 42 [SEP] reply 6 [SEP] is it thing 40")
+    evaluator = task.evaluator(test)  # no metrics without answers, the submission all the same
+    evaluator.update(torch.arange(100.0)[:, None], {"index": torch.arange(100)})
+    assert evaluator.compute() == {}
+    assert evaluator.results() == [{"image_id": 5, "round_id": 3, "ranks": list(range(100, 0, -1))}]
 
 
 def test_bad_files_are_one_line_errors(tmp_path, tokenizer):
