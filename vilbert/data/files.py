@@ -25,3 +25,8 @@ def read_jsonl(path: Path) -> list[dict]:
                 record["_line"] = line_no
                 records.append(record)
     return records
+
+
+def field_error(exc: Exception) -> str:
+    """A reader's parse error in words: "missing field 'x'" for a KeyError, else its message."""
+    return f"missing field {exc}" if isinstance(exc, KeyError) else str(exc) or repr(exc)

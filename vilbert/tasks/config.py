@@ -73,8 +73,6 @@ READER_BY_NAME = {
     "GenomeQA": "genome_qa",
     "Foil": "foil",
     "FlickrGrounding": "flickr_grounding",
-    # 12-in-1's other tasks: the readers their formats will need (not registered yet, so selecting
-    # one of these tasks is an error that names its reader; see README, "Task files").
     "VisualDialog": "visdial",
     "Visual7w": "visual7w_pointing",
     "GuessWhat": "guesswhat",

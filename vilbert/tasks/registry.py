@@ -26,8 +26,9 @@ from typing import Callable, Mapping, Optional, Union
 import torch
 
 from vilbert.tasks.config import TYPE_LOSSES, TaskConfig, TaskConfigError, load_task_configs, select_tasks
-from vilbert.tasks.losses import (label_cross_entropy_loss, top_label_score, top_option_score, top_region_score,
-                                  v_logit_loss, vl_classifier_loss, vl_label_loss, vl_logit_loss)
+from vilbert.tasks.losses import (label_cross_entropy_loss, top_candidate_score, top_label_score, top_option_score,
+                                  top_region_score, v_logit_loss, v_logit_mc_loss, vl_classifier_loss, vl_label_loss,
+                                  vl_logit_loss)
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,8 @@ TASK_TYPES = {
     "VL-binary-classifier": TaskType("VL-binary-classifier", "vil_binary_prediction", vl_label_loss, top_label_score,
                                      {"CrossEntropyLoss": label_cross_entropy_loss}),
     "VL-tri-classifier": TaskType("VL-tri-classifier", "vil_tri_prediction", vl_label_loss, top_label_score),
+    # Visual7W / GuessWhat?! pointing: the region head, read at the item's candidate boxes only.
+    "V-logit-mc": TaskType("V-logit-mc", "vision_logit", v_logit_mc_loss, top_candidate_score),
 }
 MULTITASK_HEADS = ("vil_prediction_gqa", "vil_binary_prediction", "vil_tri_prediction")
 
@@ -108,14 +111,17 @@ def _register_builtin_readers() -> None:
     from vilbert.data.foil import FoilDataset
     from vilbert.data.genome_qa import GenomeQADataset
     from vilbert.data.gqa import GQADataset
+    from vilbert.data.guesswhat import GuessWhatDataset, GuessWhatPointingDataset
     from vilbert.data.nlvr2 import NLVR2Dataset
     from vilbert.data.refer import ReferDataset
     from vilbert.data.retrieval import RetrievalEvalDataset, RetrievalTrainDataset
     from vilbert.data.snli_ve import SNLIVEDataset
     from vilbert.data.vcr import VCRDataset
+    from vilbert.data.visdial import VisDialEvalDataset, VisDialTrainDataset
+    from vilbert.data.visual7w import Visual7wPointingDataset
     from vilbert.data.vqa import VQADataset
-    from vilbert.tasks.metrics import (ReferEvaluator, RetrievalEvaluator, TopLabelEvaluator, VCREvaluator,
-                                       VQAEvaluator)
+    from vilbert.tasks.metrics import (CandidateEvaluator, ReferEvaluator, RetrievalEvaluator, TopLabelEvaluator,
+                                       VCREvaluator, VisDialEvaluator, VQAEvaluator)
 
     def vcr(mode):  # one dataset class, two input layouts
         return lambda config, split, tokenizer: VCRDataset(config, split, tokenizer, mode=mode)
@@ -137,6 +143,14 @@ def _register_builtin_readers() -> None:
         Reader("refer_umd", refer_umd, refer_umd, ReferEvaluator, ("accuracy",)),
         Reader("foil", FoilDataset, FoilDataset, TopLabelEvaluator, ("accuracy",)),
         Reader("flickr_grounding", FlickrGroundingDataset, FlickrGroundingDataset, ReferEvaluator, ("accuracy",)),
+        # The first metric picks a task's best checkpoint: MRR is there whenever answers are known.
+        Reader("visdial", VisDialTrainDataset, VisDialEvalDataset, VisDialEvaluator,
+               ("MRR", "R@1", "R@5", "R@10", "mean_rank", "NDCG")),
+        Reader("visual7w_pointing", Visual7wPointingDataset, Visual7wPointingDataset, CandidateEvaluator,
+               ("accuracy",)),
+        Reader("guesswhat", GuessWhatDataset, GuessWhatDataset, TopLabelEvaluator, ("accuracy",)),
+        Reader("guesswhat_pointing", GuessWhatPointingDataset, GuessWhatPointingDataset, CandidateEvaluator,
+               ("accuracy",)),
     ]
     for reader in builtins:
         READERS[reader.name] = reader
