@@ -46,6 +46,18 @@ def world(tmp_path_factory, shrunk_splits) -> Path:
     return root
 
 
+def test_same_seed_gives_identical_files(world, tmp_path):
+    """The 12-in-1 part is a function of the seed (the .gz files carry no time stamp)."""
+    again = tmp_path / "world"
+    make_world(again, seed=0, size=TINY, twelve=TINY_TWELVE, extract=False, say=lambda *_: None)
+    # world.json differs in "features" (none extracted here)
+    files = [p.relative_to(again) for p in sorted(again.rglob("*"))
+             if p.is_file() and ".lmdb" not in str(p) and p.name != "world.json"]
+    assert any(str(f).endswith(".jsonl.gz") for f in files) and any(str(f).endswith("refs(umd).p") for f in files)
+    for name in files:
+        assert (again / name).read_bytes() == (world / name).read_bytes(), name
+
+
 def test_task_file_is_twelve_in_ones_with_the_worlds_paths(world):
     from vilbert.tasks.config import load_task_configs
 
@@ -62,6 +74,26 @@ def test_task_file_is_twelve_in_ones_with_the_worlds_paths(world):
         for path in (config.dataroot, config.features_h5path1, config.features_h5path2,
                      config.train_annotations_jsonpath, config.val_annotations_jsonpath):
             assert path is None or Path(path).exists(), (config.name, path)
+
+
+def test_every_text_fits_its_task(world, tokenizer):
+    """No text of any split is cut by its task's max_seq_length (VisualDialog's texts are 50
+    tokens by design, its history cut from the front)."""
+    import numpy as np
+
+    from vilbert.tasks.registry import build_tasks
+
+    tasks = build_tasks(ALL_TASKS, world / "vilbert_tasks.yml")
+    checked = set()
+    for task in tasks.values():
+        for split in (task.config.train_split, task.config.val_split):
+            text = getattr(task.dataset(split, tokenizer), "text", None)
+            if text is None:
+                continue
+            longest = int(np.asarray(text["attention_mask"]).sum(axis=-1).max())
+            assert longest < task.config.max_seq_length, (task.name, split, longest)
+            checked.add(task.name)
+    assert len(checked) == 17 and "VisualDialog" not in checked
 
 
 def test_official_files_hold_learnable_answers(world):

@@ -132,7 +132,7 @@ _DEMO = {  # key: (dataroot, features 1, features 2, train annotations, val anno
     15: ("gqa", "gqa/features/regions.lmdb", "", "", "", 20, 8, 32, 128),
     16: ("Foil", "vqa/features/regions.lmdb", "", "Foil/foilv1.0_train_2017.json", "Foil/foilv1.0_test_2017.json",
          16, 8, 32, 128),
-    17: ("guesswhat", *_REFER_STORES, "", "", 64, 24, 16, 64),
+    17: ("guesswhat", *_REFER_STORES, "", "", 80, 24, 16, 64),
     18: ("flickr30k", "flickr30k/features/regions.lmdb", "flickr30k/features/regions.lmdb", "", "", 16, 16, 32, 128),
 }
 TASKS_HEADER = """\

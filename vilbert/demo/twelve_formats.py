@@ -24,7 +24,6 @@ by the scene, never drawn at random:
 
 from __future__ import annotations
 
-import numpy as np
 
 from .text import NAMINGS_ANY, NAMINGS_WITH_COLOUR, article, caption_templates, naming, phrase
 from .vqa import CANDIDATES, AnswerBalancer, _question, ask_questions
@@ -63,9 +62,8 @@ def _nlvr2_candidates(rng, left: Scene, right: Scene) -> list[tuple[str, bool]]:
     """Statements about a pair of pictures with their truth."""
     shape, colour = int(rng.integers(len(SHAPES))), int(rng.integers(len(COLOURS)))
     # Prefer a shape or colour one of the pictures holds, so that "true" statements exist.
-    present = [o for o in left.objects + right.objects]
     if rng.random() < 0.7:
-        obj = _pick(rng, present)
+        obj = _pick(rng, left.objects + right.objects)
         shape, colour = obj.shape, obj.colour
     total = _count(left, shape) + _count(right, shape)
     n = int(rng.integers(1, 4))
@@ -80,7 +78,7 @@ def _nlvr2_candidates(rng, left: Scene, right: Scene) -> list[tuple[str, bool]]:
         (f"Both pictures contain {article(noun)}.", in_left and in_right),
         (f"Exactly one picture contains {article(noun)}.", in_left != in_right),
         (f"The left picture has more {COLOURS[colour]} shapes than the right picture.", more_left),
-        (f"The right picture has more objects than the left picture.", len(right.objects) > len(left.objects)),
+        ("The right picture has more objects than the left picture.", len(right.objects) > len(left.objects)),
     ]
 
 
