@@ -76,9 +76,10 @@ def test_task_file_is_twelve_in_ones_with_the_worlds_paths(world):
             assert path is None or Path(path).exists(), (config.name, path)
 
 
-def test_every_text_fits_its_task(world, tokenizer):
-    """No text of any split is cut by its task's max_seq_length (VisualDialog's texts are 50
-    tokens by design, its history cut from the front)."""
+def test_every_item_reads_and_every_text_fits(world, tokenizer):
+    """Every item of every split reads (features of every image named, ground-truth stores in the
+    order the pointing readers check), and no text is cut by its task's max_seq_length
+    (VisualDialog's texts are 50 tokens by design, its history cut from the front)."""
     import numpy as np
 
     from vilbert.tasks.registry import build_tasks
@@ -87,7 +88,10 @@ def test_every_text_fits_its_task(world, tokenizer):
     checked = set()
     for task in tasks.values():
         for split in (task.config.train_split, task.config.val_split):
-            text = getattr(task.dataset(split, tokenizer), "text", None)
+            dataset = task.dataset(split, tokenizer)
+            for index in range(len(dataset)):
+                dataset[index]
+            text = getattr(dataset, "text", None)
             if text is None:
                 continue
             longest = int(np.asarray(text["attention_mask"]).sum(axis=-1).max())
