@@ -14,8 +14,9 @@ import yaml
 
 from _scripts_helpers import metrics_records
 from _taskdata_helpers import FEATURE_DIM, nlvr2_world, snli_ve_world, vqa_world
-from vilbert.finetune import (SetupError, OncePerRound, PlateauPause, ProportionalSchedule, RoundRobinSchedule,
+from vilbert.finetune import (OncePerRound, PlateauPause, ProportionalSchedule, RoundRobinSchedule, SetupError,
                               clean_train_sets, item_image_ids)
+from vilbert.training import load_training_state
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -148,7 +149,12 @@ def train(root: Path, minilm_dir, name: str, *flags) -> list:
 def test_train_tasks_round_robin_and_clean_train_sets(entailment, minilm_dir, monkeypatch, capsys):
     monkeypatch.syspath_prepend(str(REPO))
     # Ours (the default) would take 2 + 3 steps, VisualEntailment first (tests/test_scripts.py).
-    assert train(entailment, minilm_dir, "rr", "--task_schedule", "round_robin") == ["NLVR2", "VisualEntailment"] * 3
+    assert train(entailment, minilm_dir, "rr", "--task_schedule", "round_robin", "--save_every", "3",
+                 "--keep_last", "0") == ["NLVR2", "VisualEntailment"] * 3
+    # The checkpoint after step 3 (NLVR2, VisualEntailment, NLVR2) resumes at round 1's second task.
+    state = load_training_state(entailment / "rr" / "NLVR2-VisualEntailment" / "checkpoints" / "step-3")
+    assert {k: state["schedule"][k] for k in ("round", "position", "first_in_round")} == \
+        {"round": 1, "position": 1, "first_in_round": False}
 
     # SNLI-VE's training hypotheses are on Flickr30k pictures 11, 12, 13 (two each): 12-in-1's list
     # of Flickr30k test pictures names 12, so 4 remain (2 steps); NLVR2 has no list (not cleaned).
