@@ -84,7 +84,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     train.add_argument("--task_schedule", choices=SCHEDULES, default="proportional",
                        help="proportional: each task its own num_epoch, interleaved in proportion to their lengths; "
                             "round_robin: 12-in-1's, every task one batch per round for as many rounds as the "
-                            "longest task has steps (small tasks repeat), plateaued tasks paused (vilbert.finetune.schedule)")
+                            "longest task has steps (small tasks repeat), plateaued tasks paused "
+                            "(vilbert.finetune.schedule)")
     train.add_argument("--train_iter_multiplier", type=float, default=1.0,
                        help="round_robin: rounds = this x the longest task's steps (12-in-1's flag)")
     train.add_argument("--train_iter_gap", type=int, default=4,
@@ -179,7 +180,8 @@ def train(args, dist) -> int:
     head_lrs = task_head_learning_rates(model, args.head_learning_rate)
     optimizer = build_optimizer(model, args.learning_rate, args.weight_decay, lr_by_prefix=head_lrs)
     lr_steps = schedule.scheduler_steps  # optimizer steps, or round_robin's rounds
-    scheduler = schedule.wrap_scheduler(warmup_linear_schedule(optimizer, int(args.warmup_proportion * lr_steps), lr_steps))
+    scheduler = warmup_linear_schedule(optimizer, int(args.warmup_proportion * lr_steps), lr_steps)
+    scheduler = schedule.wrap_scheduler(scheduler)  # round_robin: steps once per round
     precision = create_precision(args.precision, dist.device)
     # Each step runs one task's head: the other heads get no gradient, which DDP must be told.
     model = wrap_model(model, dist, find_unused_parameters=dist.is_distributed)
@@ -284,7 +286,8 @@ def train(args, dist) -> int:
         epoch_ended = run.epoch_finished
         # Evaluates `run` at its epoch ends (round_robin: every task on the round clock).
         for paused in schedule.advance(run, evaluate):
-            log.info(f"{paused.task.name} plateaued: it trains every {args.train_iter_gap} rounds until its score drops")
+            log.info(f"{paused.task.name} plateaued: it trains every {args.train_iter_gap} rounds "
+                     "until its score drops")
         if epoch_ended:
             run.start_next_epoch()
         if args.eval_every and step % args.eval_every == 0:
