@@ -36,7 +36,8 @@ from vilbert.training import (MetricMeter, TrainingLogger, barrier, build_optimi
                               save_checkpoint, should_compile, to_device, train_step, unwrap_model,
                               warmup_linear_schedule, wrap_model)
 from vilbert.training.cli import add_runtime_arguments, check_runtime_arguments, run_script
-from vilbert.training.optim import freeze_text_layers
+from vilbert.training.optim import (LearningRates, add_fresh_rate_arguments, fresh_parameter_names, fresh_rate,
+                                   freeze_text_layers)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -67,6 +68,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     train = p.add_argument_group("training")
     train.add_argument("--learning_rate", type=float, default=2e-5, help="lr of the model body")
     train.add_argument("--head_learning_rate", type=float, default=1e-4, help="lr of the task heads (REFERENCE: 1e-4)")
+    add_fresh_rate_arguments(train, 1e-4, "1e-4, the rate of vilbert_beta's --vision_scratch")
     train.add_argument("--num_train_epochs", type=float, default=None, help="epochs of every task (default: each task's num_epoch)")
     train.add_argument("--train_batch_size", type=int, default=None,
                        help="global batch of every task (default: each task's batch_size)")
@@ -177,8 +179,13 @@ def train(args, dist) -> int:
                               max_steps=args.max_steps)
     total_steps = schedule.total_steps
 
-    head_lrs = task_head_learning_rates(model, args.head_learning_rate)
-    optimizer = build_optimizer(model, args.learning_rate, args.weight_decay, lr_by_prefix=head_lrs)
+    # Weights the checkpoint did not fill (from BERT: the visual stream, co-attention, poolers) train at
+    # the fresh rate (issue 14); a resumed run keeps the names its first start found.
+    fresh_names = state.get("fresh_names", []) if state is not None else fresh_parameter_names(model)
+    rates = LearningRates(args.learning_rate, fresh_names, fresh_rate(args),
+                          lr_by_prefix=task_head_learning_rates(model, args.head_learning_rate))
+    rates_line = rates.summary(model)
+    optimizer = build_optimizer(model, args.learning_rate, args.weight_decay, lr_by_name=rates.by_name(model))
     lr_steps = schedule.scheduler_steps  # optimizer steps, or round_robin's rounds
     scheduler = warmup_linear_schedule(optimizer, int(args.warmup_proportion * lr_steps), lr_steps)
     scheduler = schedule.wrap_scheduler(scheduler)  # round_robin: steps once per round
@@ -223,6 +230,7 @@ def train(args, dist) -> int:
              + (f"; resumed from {resume_dir} at step {step}" if resume_dir else "")
              + (f"; {len(frozen)} tensors frozen" if frozen else "")
              + ("; the frozen text prefix is cached" if prefix_cache else ""))
+    log.info(rates_line)
 
     model_config = unwrap_model(model).config
 
@@ -255,7 +263,7 @@ def train(args, dist) -> int:
                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                 "scaler": precision.state_dict(), "rng": rng, "task_ids": list(tasks),
                 "tasks": {str(run.task.id): run.state_dict() for run in runs}, "schedule": schedule.state_dict(),
-                "world_size": dist.world_size, "args": dict(vars(args)),
+                "world_size": dist.world_size, "args": dict(vars(args)), "fresh_names": sorted(rates.fresh_names),
             }
             path = save_checkpoint(checkpoints_dir, step, model, training_state, args.keep_last)
             log.info(f"saved {path}")
