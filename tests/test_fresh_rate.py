@@ -129,3 +129,30 @@ def test_flags():
     assert train_tasks.fresh_rate(train_tasks.parse_args(["--no_fresh_rate", "--vision_scratch"])) == 1e-4
     assert train_tasks.fresh_rate(train_tasks.parse_args(["--fresh_learning_rate", "3e-4"])) == 3e-4
     assert train_concap.fresh_rate(train_concap.parse_args([])) is None  # pretraining: --learning_rate
+
+
+def test_demo_bert_only_runs_and_row(tmp_path, minilm_dir):
+    """`python -m vilbert.demo run --bert_only` (make demo-bert-only): its two VQA runs differ only by
+    --no_fresh_rate, and the results table gets the row "VQA from BERT only" once they are done."""
+    import json
+
+    from vilbert.demo.make import tasks_yaml
+    from vilbert.demo.pipeline import Pipeline, parse_args
+
+    (tmp_path / "vlbert_tasks.yml").write_text(tasks_yaml())
+    (tmp_path / "CHANCE.json").write_text(json.dumps({"VQA": {"accuracy": 50.0}}))
+    pipeline = Pipeline(parse_args(["--bert_only", "--data", str(tmp_path), "--output", str(tmp_path / "out"),
+                                    "--bert_model", str(minilm_dir), "--precision", "fp32"]))
+    off, on = pipeline.schedule.bert_only
+    assert off.extra == on.extra + ["--no_fresh_rate"] and off.tasks == on.tasks == "1"
+    assert (off.lr, off.head_lr) == (2e-5, 1e-4)  # train_tasks.py's defaults
+    assert pipeline.bert_only_row({}) is None  # not run yet: no row
+    for job, value in ((off, 57.5), (on, 70.0)):
+        write = tmp_path / "out" / "runs" / f"VQA_{job.save_name}" / "val_metrics.json"
+        write.parent.mkdir(parents=True)
+        write.write_text(json.dumps({"VQA": {"accuracy": value}}))
+    pipeline.report({})
+    rows = {r["task"]: r for r in json.loads((tmp_path / "out" / "results.json").read_text())["rows"]}
+    assert rows["VQA_bert_only"]["result"] == 70.0 and rows["VQA_bert_only"]["fresh_rate_off"] == 57.5
+    assert rows["VQA_bert_only"]["met"] is True and rows["VQA_bert_only"]["target"].startswith(">= 67.50")
+    assert "| VQA from BERT only (minval) | accuracy | 50.00 | 70.00 | >= 67.50" in (tmp_path / "out" / "results.md").read_text()
