@@ -207,7 +207,16 @@ class Pipeline:
             self.bert = str(minilm_path())
         self.config = str(args.config_file or MODEL_CONFIG)
         self.init = self.bert if args.from_pretrained is None else args.from_pretrained
-        self.precision = args.precision or demo_precision(self.config)
+        # Chosen once per output folder: a rerun that keeps finished stages reports what they ran with.
+        precision_file = self.logs / "precision.txt"
+        if args.precision:
+            self.precision = args.precision
+        elif precision_file.is_file():
+            self.precision = precision_file.read_text().strip()
+        else:
+            self.precision = demo_precision(self.config)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        precision_file.write_text(self.precision + "\n")
 
     # -- running commands ------------------------------------------------------------------------
 
