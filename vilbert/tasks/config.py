@@ -199,6 +199,9 @@ def _parse_entry(key: str, entry, source: Path) -> TaskConfig:
         path = Path(value).expanduser()
         values[field] = path if path.is_absolute() else base / path
 
+    if not re.fullmatch(r"[^/\\]+", values["name"]) or values["name"] in (".", ".."):
+        # The name is a folder under dataroot (refer) and part of output file names.
+        raise TaskConfigError(f"{where}.name must be a plain name (no '/', not '..'), got {values['name']!r}")
     if values["type"] not in TYPE_LOSSES:
         raise TaskConfigError(f"{where}.type: unknown task type {values['type']!r} (known: {', '.join(TYPE_LOSSES)})")
     if values["loss"] not in TYPE_LOSSES[values["type"]]:
