@@ -354,11 +354,9 @@ def preflight(args: argparse.Namespace, dist=None) -> None:
             return
         config = _model_config(args)
         if hasattr(args, "tasks"):
-            from vilbert.tokenization import load_tokenizer
-
             splits = [getattr(args, "split", None) or "val"] if hasattr(args, "split") else ("train", "val")
-            report = check_tasks(args.tasks, args.tasks_config, model_config=config,
-                                 tokenizer=load_tokenizer(args.bert_model), splits=splits)
+            report = check_tasks(args.tasks, args.tasks_config, model_config=config, bert_model=args.bert_model,
+                                 splits=splits)
         else:
             from vilbert.data.concap import ConcapPaths
 
