@@ -38,6 +38,8 @@ BOX_TOLERANCE = 1.0  # pixels a box may overhang its image (detectors clip to W 
 
 @dataclass
 class Problem:
+    """One kind of problem: how often it was seen and the first offenders (one line each)."""
+
     count: int = 0
     examples: list = field(default_factory=list)
 
@@ -56,7 +58,8 @@ class CheckReport:
         entry = self.problems.setdefault(what, Problem())
         entry.count += 1
         if len(entry.examples) < MAX_EXAMPLES:
-            entry.examples.append(str(offender))
+            text = " ".join(str(offender).split())  # exception texts may span lines; the report may not
+            entry.examples.append(text if len(text) <= 300 else text[:297] + "...")
 
     @property
     def ok(self) -> bool:
@@ -179,8 +182,7 @@ def _item_name(dataset, index: int) -> str:
     return f"item {index}"
 
 
-def check_split(task, split: str, tokenizer, report: CheckReport, *, full: bool = False,
-                sample: int = SAMPLE_ITEMS) -> None:
+def check_split(task, split: str, tokenizer, report: CheckReport, *, sample: int = SAMPLE_ITEMS) -> None:
     """One split of a task: read by its reader, image ids in its stores, a sample of items built."""
     where = f"task {task.id} ({task.name}) {split}"
     try:
@@ -190,15 +192,15 @@ def check_split(task, split: str, tokenizer, report: CheckReport, *, full: bool 
         return
     ids = annotation_image_ids(dataset)
     report.note(f"{where}: {len(dataset)} items, {len(ids)} images")
-    for reader, field_name in ((dataset.features, "features_h5path1"), (getattr(dataset, "gt_features", None),
-                                                                          "features_h5path2")):
+    stores = ((getattr(dataset, "features", None), "features_h5path1"),
+              (getattr(dataset, "gt_features", None), "features_h5path2"))
+    for reader, field_name in stores:
         if reader is None:
             continue
         for image_id in ids:
             if image_id not in reader:
                 report.problem(f"{where}: image ids without features in {field_name}", image_id)
-    indices = range(len(dataset)) if full else np.random.default_rng(0).permutation(len(dataset))[:sample]
-    for index in indices:
+    for index in np.random.default_rng(0).permutation(len(dataset))[:sample]:
         try:
             dataset[int(index)]
         except Exception as exc:  # a sample that fails to build is what the check looks for
@@ -239,7 +241,7 @@ def check_tasks(spec, tasks_config="vlbert_tasks.yml", *, model_config=None, tok
     for task in tasks.values():
         named = {"train": task.config.train_split, "val": task.config.val_split}
         for split in dict.fromkeys(named.get(split, split) for split in splits):
-            check_split(task, split, tokenizer, report, full=full)
+            check_split(task, split, tokenizer, report)
         for path in (task.config.features_h5path1, task.config.features_h5path2):
             if path is not None and Path(path).exists() and str(path) not in stores_seen:
                 stores_seen.add(str(path))
@@ -319,7 +321,8 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 def _model_config(args):
     """The config the run's model will have: our checkpoint's own, else --config_file (None when
-    neither can be read here: loading the model reports that)."""
+    neither can be read here: loading the model reports that). A BERT directory's config.json is
+    not a ViLBERT config and is passed over."""
     from vilbert.config import ViLBertConfig
 
     from_pretrained = getattr(args, "from_pretrained", "") or ""
@@ -331,7 +334,7 @@ def _model_config(args):
             try:
                 return ViLBertConfig.from_json_file(path)
             except ValueError:
-                return None
+                continue
     return None
 
 
