@@ -10,16 +10,23 @@ import numpy as np
 from _taskdata_helpers import FEATURE_DIM, task_entry, vqa_world, write_tasks
 
 
+def put_raw_record(store: Path, key, data: bytes) -> None:
+    """Bytes put straight into a store under `key`, as a tool other than FeatureWriter would."""
+    from vilbert.features.store import environment, release
+
+    path = Path(store).resolve()
+    with environment(path, write=True).begin(write=True) as txn:
+        txn.put(str(key).encode(), data)
+    release(path)
+
+
 def put_foreign_record(store: Path, key, boxes, features, image_h: int = 60, image_w: int = 80) -> None:
-    """A float32 record put straight into a store, as a tool other than FeatureWriter would (no checks)."""
-    from vilbert.features.store import FLAG_FLOAT32, FORMAT_VERSION, HEADER, MAGIC, environment, release
+    """A float32 record put straight into a store, unchecked (NaN, boxes outside the image...)."""
+    from vilbert.features.store import FLAG_FLOAT32, FORMAT_VERSION, HEADER, MAGIC
 
     boxes, features = np.asarray(boxes, "<f4"), np.asarray(features, "<f4")
     header = HEADER.pack(MAGIC, FORMAT_VERSION, FLAG_FLOAT32, len(boxes), features.shape[1], 0, image_h, image_w, 0)
-    path = Path(store).resolve()
-    with environment(path, write=True).begin(write=True) as txn:
-        txn.put(str(key).encode(), header + boxes.tobytes() + features.tobytes())
-    release(path)
+    put_raw_record(store, key, header + boxes.tobytes() + features.tobytes())
 
 
 def checked_vqa_world(root: Path, vocabulary=("red", "blue", "green")) -> Path:

@@ -12,6 +12,7 @@ import string
 
 import numpy as np
 import pytest
+import torch  # noqa: F401 (the reader's first cast imports it: seconds that must not count against a deadline)
 import yaml
 
 hypothesis = pytest.importorskip("hypothesis")
@@ -21,9 +22,10 @@ from hypothesis import strategies as st  # noqa: E402
 from vilbert.features.convert import ConversionError, convert, read_tsv, record_from_dict  # noqa: E402
 from vilbert.features.store import HEADER, MAGIC, FeatureStoreError, decode_record, encode_record  # noqa: E402
 
-# Fast and repeatable in CI: a few dozen examples each, no example database, a deadline against hangs.
+# Fast and repeatable in CI: a few dozen examples each, no example database, a deadline against hangs
+# (generous: a shared CI machine can be slow; each example takes milliseconds).
 # VILBERT_FUZZ_EXAMPLES=2000 (and VILBERT_FUZZ_RANDOM=1 for fresh inputs) searches deeper by hand.
-FUZZ = settings(max_examples=int(os.environ.get("VILBERT_FUZZ_EXAMPLES", 40)), deadline=2000,
+FUZZ = settings(max_examples=int(os.environ.get("VILBERT_FUZZ_EXAMPLES", 40)), deadline=5000,
                 derandomize=not os.environ.get("VILBERT_FUZZ_RANDOM"), database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 CONVERSION_ERRORS = (ConversionError, FeatureStoreError, pickle.UnpicklingError)  # UnsafePickleError included
@@ -81,6 +83,31 @@ def test_records_read_back_exactly_what_was_written(n, dim, classes, float32, se
     assert decode_record("1", corrupt).features.shape == (n, dim)
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow in the mean of random bit patterns
+@FUZZ
+@given(n=st.integers(0, 3), dim=st.integers(0, 3), cls_dim=st.integers(0, 2), flags=st.integers(0, 3),
+       h=st.integers(0, 3), w=st.integers(0, 3), seed=st.integers(0, 2**31))
+@example(n=0, dim=2, cls_dim=0, flags=1, h=5, w=5, seed=0)  # no boxes: a NaN global region
+@example(n=1, dim=2, cls_dim=0, flags=1, h=0, w=5, seed=0)  # image height 0: infinite locations
+def test_reader_on_records_of_any_header_and_bits(tmp_path, n, dim, cls_dim, flags, h, w, seed):
+    """Records of other tools with any header and any bit patterns (NaN and inf among them), read
+    through FeatureReader: either finite regions or a FeatureStoreError naming the key."""
+    from _reliability_helpers import put_raw_record
+    from vilbert.features import FeatureReader
+
+    itemsize = 4 if flags & 1 else 2
+    size = 16 * n + itemsize * n * dim + (2 * n * cls_dim if flags & 2 else 0)
+    body = np.random.default_rng(seed).integers(0, 256, size, dtype=np.uint8).tobytes()
+    put_raw_record(tmp_path / "s.lmdb", "k", _header(n, dim, cls_dim, flags, h, w) + body)
+    try:
+        item = FeatureReader(tmp_path / "s.lmdb")["k"]
+    except FeatureStoreError as exc:
+        assert "record 'k'" in str(exc) and "\n" not in str(exc)
+        return
+    assert np.isfinite(item.features).all() and np.isfinite(item.locations).all() and np.isfinite(item.boxes).all()
+    assert item.cls_prob is None or np.isfinite(item.cls_prob).all()
+
+
 @FUZZ
 @given(st.lists(st.binary(max_size=60), min_size=1, max_size=4))
 def test_tsv_reader_on_arbitrary_lines(tmp_path, lines):
@@ -129,6 +156,7 @@ def test_npy_converter_on_arbitrary_bytes(tmp_path, with_magic, data):
                                         "boxes", "bbox", "features", "cls_prob"]), values, max_size=10))
 @example({"image_h": float("inf")})  # found by the fuzzer: int(inf) raised OverflowError
 @example({"image_h": 1, "image_w": 1, "num_boxes": "x"})
+@example({"image_h": 1, "image_w": 1, "boxes": [[1, 2], [3]], "features": [[{}]]})  # found: ragged, dicts
 def test_legacy_record_of_any_content(record):
     """What a legacy LMDB or .npy pickle may hold: dicts of anything, refused or converted sensibly."""
     try:

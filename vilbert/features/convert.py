@@ -80,7 +80,10 @@ def record_from_dict(item: dict, where: str, image_id=None) -> tuple[str, dict]:
             if num_boxes is None:
                 raise ConversionError(f"{where}: base64 field {field!r} needs num_boxes")
             return _from_base64(value, num_boxes, field, where)
-        value = np.asarray(value, dtype=np.float32)
+        try:
+            value = np.asarray(value, dtype=np.float32)
+        except (TypeError, ValueError, OverflowError):  # ragged lists, dicts, strings inside
+            raise ConversionError(f"{where}: field {field!r} is not an array of numbers") from None
         if value.ndim != 2:
             raise ConversionError(f"{where}: field {field!r} should be 2-d, got shape {value.shape}")
         return value

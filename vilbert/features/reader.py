@@ -219,15 +219,18 @@ def check_finite(item: RegionItem, record: RawRecord, place: str) -> None:
     """FeatureStoreError naming `place` when a record holds NaN or inf: our writers refuse them, but a
     store written by another tool may have them, and one would poison every step it reaches.
 
-    Cheap on the common path: any NaN or inf in the features makes their mean (row 0) non-finite, so
-    only that row, the boxes and the column sums of cls_prob are tested; the full test runs only then
-    (a mean that overflowed float32 is not an error)."""
-    cheap = np.isfinite(item.features[0]).all() and np.isfinite(record.boxes).all()
+    Cheap on the common path: any NaN or inf in the features makes their mean (row 0) non-finite, and
+    in the boxes their locations, so only row 0, the locations and the column sums of cls_prob are
+    tested; the full test runs only then (a mean that overflowed float32 is not an error)."""
+    cheap = np.isfinite(item.features[0]).all() and np.isfinite(item.locations).all()
     if cheap and (item.cls_prob is None or np.isfinite(item.cls_prob.sum(0)).all()):
         return
     bad = nonfinite_fields(record.boxes, record.features, record.cls_prob)
     if bad:
         raise FeatureStoreError(f"{place}: {', '.join(bad)} contain NaN or inf (a store written by another tool?)")
+    if not np.isfinite(item.locations).all():
+        raise FeatureStoreError(f"{place}: box areas overflow float32 (boxes far outside the "
+                                f"{record.image_w}x{record.image_h} image)")
 
 
 def store_info(path_or_paths) -> dict:

@@ -126,6 +126,10 @@ def decode_record(key: str, buf, where: str = "") -> RawRecord:
         )
     if version != FORMAT_VERSION:
         raise FeatureStoreError(f"{place} has format version {version}; this code reads version {FORMAT_VERSION}")
+    if n == 0 or dim == 0 or image_h == 0 or image_w == 0 or (flags & FLAG_CLS_PROB and cls_dim == 0):
+        # Our writer never writes these; read, they would give a NaN global region or infinite locations.
+        raise FeatureStoreError(f"{place} is malformed: {n} boxes, {dim}-wide features, "
+                                f"{cls_dim if flags & FLAG_CLS_PROB else 'no'} classes, image {image_w}x{image_h}")
     feat_dtype = np.dtype("<f4") if flags & FLAG_FLOAT32 else np.dtype("<f2")
     has_cls = bool(flags & FLAG_CLS_PROB)
     expected = HEADER.size + 16 * n + feat_dtype.itemsize * n * dim + (2 * n * cls_dim if has_cls else 0)
