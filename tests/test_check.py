@@ -113,6 +113,27 @@ def test_pretraining_check_finds_missing_class_distributions(tmp_path):
     assert "val.tsv:1: expected 'caption<TAB>url'" in report.problems["caption files that cannot be read"].examples[0]
 
 
+def test_preflight_of_pretraining_reads_the_scripts_flags(tmp_path):
+    import argparse
+
+    from vilbert.data.concap import image_id_from_url
+
+    urls = [f"http://x/{i}.jpg" for i in range(3)]
+    (tmp_path / "captions.tsv").write_text("".join(f"caption {i}\t{u}\n" for i, u in enumerate(urls)))
+    write_store(tmp_path / "features", {image_id_from_url(u): (60, 80, grid_boxes(2)) for u in urls})
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(tiny_model_config().to_dict()))
+    args = argparse.Namespace(file_path=None, train_captions=str(tmp_path / "captions.tsv"),
+                              val_captions=str(tmp_path / "captions.tsv"), features=[str(tmp_path / "features")],
+                              visual_target=1, config_file=str(config), from_pretrained="", skip_check=False,
+                              save_name="concap", output_dir=str(tmp_path / "out"), max_region_num=37)
+    preflight(args)
+    with pytest.raises(SetupError, match="records without cls_prob, the class distributions --visual_target 0"):
+        preflight(argparse.Namespace(**{**vars(args), "visual_target": 0}))
+    with pytest.raises(SetupError, match=r"^--max_region_num must be at least 2, got 1$"):
+        preflight(argparse.Namespace(**{**vars(args), "max_region_num": 1, "skip_check": True}))
+
+
 def test_command_line_exit_status_and_report(tmp_path, minilm_dir, capsys):
     tasks = checked_vqa_world(tmp_path)
     config = tmp_path / "config.json"
