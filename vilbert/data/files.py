@@ -28,6 +28,11 @@ def read_jsonl(path: Path) -> list[dict]:
     return records
 
 
+def field_error(exc: Exception) -> str:
+    """A reader's parse error in words: "missing field 'x'" for a KeyError, else its message."""
+    return f"missing field {exc}" if isinstance(exc, KeyError) else str(exc) or repr(exc)
+
+
 def data_relative_path(value, where: str) -> PurePosixPath:
     """A path an annotation file gives (an image file, a metadata file), checked to stay under the
     data root it is read against: relative, and without '..'. A path that would leave the root is a

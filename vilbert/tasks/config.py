@@ -70,16 +70,14 @@ READER_BY_NAME = {
     "NLVR2": "nlvr2",
     "VisualEntailment": "snli_ve",
     "GQA": "gqa",
-    # 12-in-1's other tasks: the readers their formats will need (not registered yet, so selecting
-    # one of these tasks is an error that names its reader; see README, "Task files").
     "refcocog": "refer_umd",  # refer toolkit, refs(umd).p
     "GenomeQA": "genome_qa",
+    "Foil": "foil",
+    "FlickrGrounding": "flickr_grounding",
     "VisualDialog": "visdial",
     "Visual7w": "visual7w_pointing",
     "GuessWhat": "guesswhat",
-    "Foil": "foil",
     "GuessWhatPointing": "guesswhat_pointing",
-    "FlickrGrounding": "flickr_grounding",
 }
 
 
