@@ -133,6 +133,20 @@ def test_a_retrieval_file_with_an_escaping_image_path_names_file_and_line(tmp_pa
         read_jsonline(tmp_path / "train.jsonline")
 
 
+def test_a_flickr_entities_image_list_cannot_name_files_outside_the_data_root(tmp_path, minilm_dir):
+    from _taskdata_helpers import load_test_tokenizer
+    from _taskdata_twelve_a import build_one_task, flickr_entities_world
+    from vilbert.tasks.config import TaskConfigError
+
+    dataroot = flickr_entities_world(tmp_path)
+    task = build_one_task(tmp_path, 18, name="FlickrGrounding", type="V-logit", dataroot="flickr30k",
+                          features_h5path1="flickr30k/flickr_det.lmdb", features_h5path2="flickr30k/flickr_gt.lmdb")
+    (tmp_path / "outside.xml").write_text("<not an annotation")
+    (dataroot / "val.txt").write_text("42\n../../outside\n")
+    with pytest.raises(TaskConfigError, match=r"val.txt: image id '../../outside' is not a number"):
+        task.dataset("val", load_test_tokenizer(minilm_dir))
+
+
 @pytest.mark.parametrize("name", ["../VQA", "VQA/../../x", "..", "a\\b"])
 def test_task_names_cannot_become_paths(tmp_path, name):
     from _taskdata_helpers import task_entry, write_tasks

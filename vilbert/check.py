@@ -152,10 +152,12 @@ def check_store(path, report: CheckReport, *, feature_size: Optional[int] = None
 
 def annotation_image_ids(dataset) -> list:
     """The image ids a task dataset's annotations name (image pairs flattened), for the readers that
-    keep them as `image_ids` (VQA, VCR, retrieval, GQA, NLVR2, SNLI-VE) or in `entries` (refer)."""
+    keep them as `image_ids` (VQA, VCR, retrieval, GQA, NLVR2, ...) or in `entries` (refer, pointing)."""
     ids = getattr(dataset, "image_ids", None)
     if ids is None:
-        ids = [e["image_id"] for e in getattr(dataset, "entries", []) if isinstance(e, dict) and "image_id" in e]
+        entries = getattr(dataset, "entries", [])
+        ids = [e.get("image_id") if isinstance(e, dict) else getattr(e, "image_id", None) for e in entries]
+        ids = [i for i in ids if i is not None]
     flat = []
     for image_id in ids:
         flat.extend(image_id if isinstance(image_id, (list, tuple)) else [image_id])
@@ -167,11 +169,13 @@ def unanswered_items(dataset) -> Optional[list[int]]:
     readers with one (VQA: `targets`, GQA: `labels`); None for the others."""
     if not hasattr(dataset, "label2ans"):
         return None
-    targets = getattr(dataset, "targets", None)
-    if targets is not None:
-        return [i for i, (labels, _) in enumerate(targets) if not labels]
-    labels = getattr(dataset, "labels", None)
-    return None if labels is None else [i for i, label in enumerate(labels) if label < 0]
+    targets, labels = getattr(dataset, "targets", None), getattr(dataset, "labels", None)
+    try:
+        if targets is not None:  # (labels, scores) per item
+            return [i for i, (item_labels, _) in enumerate(targets) if not len(item_labels)]
+        return None if labels is None else [i for i, label in enumerate(labels) if label < 0]
+    except (TypeError, ValueError):  # a reader of another layout: not checked
+        return None
 
 
 def _item_name(dataset, index: int) -> str:
