@@ -3,6 +3,8 @@
     python eval_tasks.py --bert_model bert-base-uncased --from_pretrained save/VQA_pretrained/best/VQA \
         --tasks 1 --split minval --output_dir results/vqa
     python eval_tasks.py ... --tasks 1 --split test        # the VQA test-dev/test-std submission file
+    python eval_tasks.py ... --tasks_config vilbert_tasks.yml --tasks 1-5-6-8-10-12-13-15 \
+        --from_pretrained multi_task_model.bin --task_specific_tokens   # 12-in-1's release, task by task
 
 Prints a metrics table and writes <output_dir>/<split>_metrics.json ({task name: {metric: value}},
 values in percent; "val" when --split is not given: each task's val_split) and one result file

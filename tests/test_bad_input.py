@@ -75,7 +75,8 @@ def test_legacy_lmdb_conversion_refuses_nan_class_distributions_naming_the_image
 @pytest.mark.parametrize("field, text", [("boxes", "[[0, 0, NaN, 4]]"), ("cls_prob", "[[0.5, Infinity]]")])
 def test_extractor_boxes_file_refuses_nonfinite_values_naming_the_image(tmp_path, field, text):
     entry = {"boxes": "[[0, 0, 3, 4]]", "cls_prob": "[[0.5, 0.5]]", field: text}
-    (tmp_path / "boxes.json").write_text('{"img9": {"boxes": %s, "cls_prob": %s}}' % (entry["boxes"], entry["cls_prob"]))
+    text = '{"img9": {"boxes": %s, "cls_prob": %s}}' % (entry["boxes"], entry["cls_prob"])
+    (tmp_path / "boxes.json").write_text(text)
     with pytest.raises(ValueError, match=rf"image img9: \"{field}\" contains? NaN or inf"):
         load_boxes_file(tmp_path / "boxes.json")
 

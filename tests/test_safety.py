@@ -60,7 +60,7 @@ def unsafe_uses(source: str, path: str = "<source>") -> list[str]:
             if not _is_true(keywords.get("weights_only")) and not inert:
                 found.append(f"{where}: torch.load without weights_only=True")
         elif name in ("np.load", "numpy.load") and "allow_pickle" in keywords \
-                and not (isinstance(keywords["allow_pickle"], ast.Constant) and keywords["allow_pickle"].value is False):
+                and getattr(keywords["allow_pickle"], "value", True) is not False:
             found.append(f"{where}: {name} with allow_pickle")
         elif name in ("yaml.unsafe_load", "yaml.full_load", "yaml.load_all") or (
                 name == "yaml.load" and _dotted(keywords.get("Loader")) not in SAFE_YAML_LOADERS):

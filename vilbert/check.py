@@ -290,12 +290,14 @@ def check_pretraining(paths, *, model_config=None, visual_target: int = 0, full:
 
 # Numeric flags argparse lets through with any value (nan, inf, 0, negatives); flags a script does
 # not have, and None values (defaults taken from the tasks file), are skipped.
-_POSITIVE_FLAGS = ("learning_rate", "head_learning_rate", "num_train_epochs", "max_grad_norm", "adam_epsilon")
+_POSITIVE_FLAGS = ("learning_rate", "head_learning_rate", "num_train_epochs", "max_grad_norm", "adam_epsilon",
+                   "train_iter_multiplier")
 _FLAG_MINIMUM = {
     "weight_decay": 0, "bert_lr_scale": 0, "img_weight": 0, "text_prefix_cache_gb": 0, "warmup_proportion": 0,
     "num_workers": 0, "max_steps": 0, "val_subset": 0, "keep_last": 0, "eval_every": 0, "save_every": -1,
     "freeze": -1, "train_batch_size": 1, "eval_batch_size": 1, "batch_size": 1, "gradient_accumulation_steps": 1,
-    "log_every": 1, "max_region_num": 2, "max_seq_length": 3,  # [CLS] token [SEP]; the global region + a box
+    "log_every": 1, "train_iter_gap": 1,
+    "max_region_num": 2, "max_seq_length": 3,  # the global region + a box; [CLS] token [SEP]
 }
 _FLAG_MAXIMUM = {"warmup_proportion": 1}
 # Flags whose value becomes a file or folder name under --output_dir.
