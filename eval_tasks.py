@@ -20,6 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from vilbert.check import preflight
 from vilbert.finetune import (SetupError, build_datasets, build_on_main_first, create_precision, evaluate_task,
                               load_task_model, load_tasks, make_loader, metrics_table, needs_multitask_heads, split_name,
                               task_token_row, write_metrics)
@@ -40,6 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="split of every task (e.g. val, minval, test); default: each task's val_split")
     p.add_argument("--batch_size", type=int, default=None, help="per process (default: each task's eval_batch_size)")
     p.add_argument("--num_workers", type=int, default=2)
+    p.add_argument("--skip_check", action="store_true", help="skip the preflight check of the data (vilbert.check)")
     p.add_argument("--output_dir", default="results")
     p.add_argument("--task_specific_tokens", action="store_true", help="the model uses 12-in-1's task tokens")
     add_runtime_arguments(p)
@@ -55,6 +57,7 @@ def evaluate(args, dist) -> int:
     from vilbert.tasks.metrics import VCREvaluator, joint_metrics, vcr_joint, write_json
     from vilbert.tokenization import load_tokenizer
 
+    preflight(args, dist)  # bad flag values and bad data: one line before any model is loaded
     tasks = load_tasks(args.tasks, args.tasks_config)
     tokenizer = load_tokenizer(args.bert_model)
     datasets = build_on_main_first(lambda: build_datasets(tasks, tokenizer, args.split), dist)

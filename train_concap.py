@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vilbert.check import preflight
 from vilbert.data.concap import ConcapPaths, ConceptualCaptionsDataset, SampleConfig, make_loader
 from vilbert.training import (EvalSampler, MetricMeter, Precision, PretrainingObjective, TrainingLogger,
                               TrainSampler, barrier, batches_per_step, build_optimizer, capture_rng_state,
@@ -61,6 +62,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     data.add_argument("--objective", type=int, default=0, choices=(0, 1),
                       help="1: no masked-word/region targets on random-caption pairs (12-in-1's --objective 1)")
     data.add_argument("--num_workers", type=int, default=3, help="DataLoader worker processes per rank")
+    data.add_argument("--skip_check", action="store_true", help="skip the preflight check of the data (vilbert.check)")
 
     model = p.add_argument_group("model")
     model.add_argument("--bert_model", default="bert-base-uncased", help="tokenizer: a BERT directory or hub name")
@@ -159,6 +161,7 @@ def main(argv=None) -> int:
 
 
 def train(args, dist) -> int:
+    preflight(args, dist)  # bad flag values and bad data: one line now, not a crash hours in
     run_dir = Path(args.output_dir) / args.save_name
     checkpoints_dir = run_dir / "checkpoints"
     resume_dir = resolve_resume(args.resume, checkpoints_dir)

@@ -26,6 +26,7 @@ import sys
 import numpy as np
 import torch
 
+from vilbert.check import preflight
 from vilbert.finetune import (SCHEDULES, SetupError, TaskRun, build_datasets, build_on_main_first, build_schedule,
                               classifier_labels, clean_train_sets,
                               create_precision, evaluate_task, init_vil_logit_from_alignment, load_task_model,
@@ -46,6 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     tasks.add_argument("--tasks", default="1", help="task ids of the tasks file: '1', '6-7' (ids separated by - or ,)")
     tasks.add_argument("--tasks_config", default="vlbert_tasks.yml", help="the tasks file (YAML)")
     tasks.add_argument("--num_workers", type=int, default=3, help="DataLoader worker processes per task and rank")
+    tasks.add_argument("--skip_check", action="store_true", help="skip the preflight check of the data (vilbert.check)")
 
     model = p.add_argument_group("model")
     model.add_argument("--bert_model", default="bert-base-uncased", help="tokenizer: a BERT directory or hub name")
@@ -126,6 +128,7 @@ def train(args, dist) -> int:
     from vilbert.model import ViLBertForVLTasks
     from vilbert.tokenization import load_tokenizer
 
+    preflight(args, dist)  # bad flag values and bad data: one line now, not a crash hours in
     tasks = load_tasks(args.tasks, args.tasks_config)
     if args.task_specific_tokens:  # a task without a task-token row fails before any data is read
         for task in tasks.values():
