@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 DEMO_DIR ?= data/demo
 DEMO_OUT ?= results/demo
 
-.PHONY: install demo test clean-demo serve
+.PHONY: install demo demo-bert-only test clean-demo serve
 
 $(VENV)/.installed: pyproject.toml requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ install: $(VENV)/.installed
 
 demo: install
 	$(PY) -m vilbert.demo run --data $(DEMO_DIR) --output $(DEMO_OUT)
+
+# VQA from the BERT checkpoint alone, fresh-weight rate off and on (about 3 minutes; its row joins results.md).
+demo-bert-only: install
+	$(PY) -m vilbert.demo run --bert_only --data $(DEMO_DIR) --output $(DEMO_OUT)
 
 # The demo's finetuned models on a local web page (http://127.0.0.1:8000/), once `make demo` has run.
 serve: install

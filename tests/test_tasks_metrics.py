@@ -179,6 +179,6 @@ def test_evaluator_sync_counts_each_item_once_across_ranks(tmp_path):
     import torch.multiprocessing as mp
 
     mp.spawn(_sync_rank, args=(2, str(tmp_path / "init"), str(tmp_path / "out.pt")), nprocs=2)
-    out = torch.load(tmp_path / "out.pt")
+    out = torch.load(tmp_path / "out.pt", weights_only=True)
     assert out["metrics"] == {"accuracy": pytest.approx((1 + 0 + 0.6 + 1 + 0.9) / 5 * 100)}
     assert [r["question_id"] for r in out["results"]] == [10, 11, 12, 13, 14]

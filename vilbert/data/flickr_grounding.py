@@ -63,6 +63,8 @@ class FlickrGroundingDataset(GroundingDataset):
         self.entries = []
         try:
             for image in ids_path.read_text().split():
+                if not image.isdigit():  # checked before it names a file: an id never leads out of dataroot
+                    raise ValueError(f"{ids_path}: image id {image[:40]!r} is not a number")
                 boxes = read_boxes(config.require(dataroot / "Annotations" / f"{image}.xml", "annotation"))
                 captions = read_sentences(config.require(dataroot / "Sentences" / f"{image}.txt", "sentences"))
                 for index, phrases in enumerate(captions):
