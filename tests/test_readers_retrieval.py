@@ -82,3 +82,23 @@ def test_eval_enumerates_every_pair(config, tokenizer):
     assert val.image_ids == ["200", "201"]
     with pytest.raises(TaskConfigError, match="no annotation file is known for split 'dev'"):
         RetrievalEvalDataset(config, "dev", tokenizer)
+
+
+def test_without_images_drops_their_captions_and_negatives(config, tokenizer):
+    """12-in-1's --clean_train_sets on retrieval: a removed picture is neither an item nor a negative."""
+    _pool(config.dataroot, neighbours=2)
+    data = RetrievalTrainDataset(config, "train", tokenizer)
+    cleaned = data.without_images(lambda image_id: image_id in ("101", "102"))
+    assert len(data) == 12 and data.num_images == 6  # the original is untouched
+    assert len(cleaned) == 8 and cleaned.image_ids == ["100", "103", "104", "105"]
+    assert cleaned.hard_pool[0] == [1, 2, 3] and cleaned.hard_pool[1] == [2]  # 100's pool [101, 102] was emptied
+    random.seed(0)
+    for index in range(len(cleaned)):
+        item = cleaned[index]
+        shown = {int(image) for image in item["image_feat"][:, 1, 0]}  # a region feature = the image id
+        assert not shown & {101, 102}, (index, shown)
+        texts = tokenizer.batch_decode(item["input_ids"], skip_special_tokens=True)
+        assert not any("101" in text or "102" in text for text in texts), (index, texts)
+    assert int(cleaned[0]["image_feat"][0, 1, 0]) == 100 and int(cleaned[7]["image_feat"][0, 1, 0]) == 105
+    with pytest.raises(TaskConfigError, match="fewer than 2 training images"):
+        data.without_images(lambda image_id: image_id != "100")

@@ -121,8 +121,33 @@ class RetrievalTrainDataset(_RetrievalBase):
                 raise TaskConfigError(f"{config.describe()}: {path} has no hard negatives for image {image_id}")
             self.hard_pool.append(pool)
 
+        self.items = np.arange(self.num_captions, dtype=np.int64)  # item -> caption index
+
     def __len__(self) -> int:
-        return self.num_captions
+        return len(self.items)
+
+    def without_images(self, drop) -> "RetrievalTrainDataset":
+        """A copy without the images `drop(image_id)` names, as 12-in-1 removes test pictures from
+        training (train_tasks.py --clean_train_sets): their captions leave the items and the images
+        leave every pool of negatives, hard ones included."""
+        keep = [i for i, image_id in enumerate(self.image_ids) if not drop(image_id)]
+        if len(keep) < 2:
+            raise TaskConfigError(f"{self.config.describe()}: fewer than 2 training images are left without the "
+                                  f"removed ones")
+        new_index = np.full(self.num_images, -1, dtype=np.int64)
+        new_index[keep] = np.arange(len(keep))
+        copy = object.__new__(type(self))
+        copy.__dict__.update(self.__dict__)
+        copy.image_ids = [self.image_ids[i] for i in keep]
+        copy.image_captions = [self.image_captions[i] for i in keep]
+        copy.num_images = len(keep)
+        copy.caption_image_index = new_index[self.caption_image_index]  # -1: a removed image's caption
+        copy.items = np.flatnonzero(copy.caption_image_index >= 0)
+        copy.hard_pool = []
+        for i in keep:
+            pool = [int(new_index[j]) for j in self.hard_pool[i] if new_index[j] >= 0]
+            copy.hard_pool.append(pool or [n for n in range(len(keep)) if n != new_index[i]])
+        return copy
 
     def _other_image(self, image: int) -> int:
         other = random.randrange(self.num_images - 1)  # uniform over the other images
@@ -130,6 +155,7 @@ class RetrievalTrainDataset(_RetrievalBase):
 
     def __getitem__(self, index: int) -> dict:
         # `random` is seeded per DataLoader worker by torch, so workers draw different negatives.
+        index = int(self.items[index])  # a caption index (captions of removed images are not items)
         image = int(self.caption_image_index[index])
         random_caption = random.choice(self.image_captions[self._other_image(image)])
         random_image = self._other_image(image)

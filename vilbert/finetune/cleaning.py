@@ -7,8 +7,9 @@ The lists are 12-in-1's own files, shipped with its data in each task's `dataroo
 `coco_test_ids.npy`, `flickr_test_ids.npy` and `genome_test_ids.npy` (NumPy arrays of image ids),
 read by the task name as 12-in-1's readers read them. VCR, NLVR2, GuessWhat and Foil were never
 cleaned. Only the training split is cleaned (12-in-1: every split whose name contains "train").
-Retrieval: the captions of a removed image are left out; unlike 12-in-1, whose reader drops the
-image itself, it can still be drawn as another caption's negative image.
+A reader whose training set can drop images itself defines `without_images(drop)` (retrieval: the
+captions of a removed image leave the items and the image leaves every pool of negatives, as in
+12-in-1); the others are wrapped in a CleanedDataset that leaves out the removed items.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def item_image_ids(dataset: Dataset) -> list[tuple]:
     if hasattr(dataset, "item_image_ids"):
         ids = dataset.item_image_ids()
     elif hasattr(dataset, "caption_image_index"):
-        ids = [dataset.image_ids[i] for i in dataset.caption_image_index]
+        ids = [dataset.image_ids[dataset.caption_image_index[c]] for c in getattr(dataset, "items", range(len(dataset)))]
     elif hasattr(dataset, "entries"):
         ids = [entry["image_id"] for entry in dataset.entries]
     elif len(getattr(dataset, "image_ids", ())) == len(dataset):
@@ -103,6 +104,12 @@ def clean_train_sets(tasks: dict[int, Task], datasets: dict[int, Dataset],
             continue
         path = Path(task.config.dataroot) / "cache" / name
         test_ids = read_test_ids(path)
+        if hasattr(dataset, "without_images"):
+            kept = dataset.without_images(lambda image: image_key(image) in test_ids)
+            log(f"--clean_train_sets: {task.name} trains on {len(kept)} of {len(dataset)} items "
+                f"(the images of {path} removed, from the negatives too)")
+            cleaned[task_id] = kept
+            continue
         keep = np.asarray([i for i, ids in enumerate(item_image_ids(dataset))
                            if not any(image_key(image) in test_ids for image in ids)], dtype=np.int64)
         if len(keep) == 0:
