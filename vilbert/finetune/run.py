@@ -141,7 +141,8 @@ class TaskRun:
         """This rank's micro-batches of the task's next optimizer step (on the CPU)."""
         if self._batches is None:
             self.sampler.set_epoch(self.epoch, self.step_in_epoch)
-            self._batches = batches_per_step(self.loader, self.accumulation)
+            self._batches = batches_per_step(self.loader, self.accumulation, where=f"task {self.task.id} "
+                                             f"({self.task.name}), {self.task.config.train_split} split")
         batches = next(self._batches)
         self.steps_done += 1
         self.step_in_epoch += 1

@@ -1,0 +1,101 @@
+"""Run train_concap.py or train_tasks.py with one fault injected, for the tests/test_faults_*.py:
+
+    python tests/_fault_runner.py train_concap.py --flags ...      (or under torchrun)
+
+FAULT (environment) picks the fault, N counts optimizer steps from 1 in this process:
+    kill_at_step:N      SIGKILL as the N-th step starts
+    kill_in_save:N      SIGKILL half way through writing the training state of checkpoint step-N
+    enospc_in_save:N    "No space left on device" while writing checkpoint step-N
+    nan_steps:A-B       steps A..B (B empty: to the end) get a NaN loss
+    oom_at_step:N       torch.OutOfMemoryError in the N-th step
+    kill_worker_at:I    the DataLoader worker asked for dataset item I SIGKILLs itself
+Under torchrun the fault hits only the first attempt (TORCHELASTIC_RESTART_COUNT 0) of rank
+FAULT_RANK (default 0), so a restarted job runs clean.
+"""
+
+import errno
+import importlib
+import os
+import signal
+import sys
+
+import torch
+
+script = sys.argv[1]
+module = importlib.import_module(os.path.splitext(os.path.basename(script))[0])
+kind, _, value = os.environ.get("FAULT", "none:").partition(":")
+armed = (os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+         and os.environ.get("RANK", "0") == os.environ.get("FAULT_RANK", "0"))
+steps = 0
+
+
+def die():
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class NanObjective:
+    """The objective of a step, its loss terms made NaN."""
+
+    def __init__(self, objective):
+        self.objective = objective
+
+    def __getattr__(self, name):
+        return getattr(self.objective, name)
+
+    def __call__(self, model, batch):
+        terms, stats = self.objective(model, batch)
+        return terms * float("nan"), stats
+
+
+real_train_step = module.train_step
+
+
+def faulty_train_step(model, micro_batches, objective, *args, **kwargs):
+    global steps
+    steps += 1
+    if kind == "kill_at_step" and steps == int(value):
+        die()
+    if kind == "oom_at_step" and steps == int(value):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (simulated)")
+    if kind == "nan_steps":
+        first, _, last = value.partition("-")
+        if steps >= int(first) and (not last or steps <= int(last)):
+            objective = NanObjective(objective)
+    return real_train_step(model, micro_batches, objective, *args, **kwargs)
+
+
+real_save = torch.save
+
+
+def faulty_save(obj, f, *args, **kwargs):
+    if isinstance(obj, dict) and obj.get("global_step") == int(value):
+        if kind == "kill_in_save":
+            with open(f, "wb") as out:  # half a file on disk, then gone
+                out.write(b"PK\x03\x04 half a training state")
+                out.flush()
+                os.fsync(out.fileno())
+            die()
+        if kind == "enospc_in_save":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(f))
+    return real_save(obj, f, *args, **kwargs)
+
+
+if armed and kind in ("kill_at_step", "oom_at_step", "nan_steps"):
+    module.train_step = faulty_train_step
+if armed and kind in ("kill_in_save", "enospc_in_save"):
+    torch.save = faulty_save
+if armed and kind == "kill_worker_at":
+    from torch.utils.data import get_worker_info
+    from torch.utils.data._utils import fetch
+
+    real_fetch = fetch._MapDatasetFetcher.fetch
+
+    def fetch_or_die(self, possibly_batched_index):
+        keys = [k[1] if isinstance(k, tuple) else k for k in possibly_batched_index]
+        if get_worker_info() is not None and int(value) in keys:
+            die()
+        return real_fetch(self, possibly_batched_index)
+
+    fetch._MapDatasetFetcher.fetch = fetch_or_die
+
+sys.exit(module.main(sys.argv[2:]))
