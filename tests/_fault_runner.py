@@ -8,7 +8,7 @@ FAULT (environment) picks the fault, N counts optimizer steps from 1 in this pro
     enospc_in_save:N    "No space left on device" while writing checkpoint step-N
     nan_steps:A-B       steps A..B (B empty: to the end) get a NaN loss
     oom_at_step:N       torch.OutOfMemoryError in the N-th step
-    kill_worker_at:I    the DataLoader worker asked for dataset item I SIGKILLs itself
+    kill_worker_at:I    the DataLoader worker loading dataset item I SIGKILLs itself
 Under torchrun the fault hits only the first attempt (TORCHELASTIC_RESTART_COUNT 0) of rank
 FAULT_RANK (default 0), so a restarted job runs clean.
 """
@@ -86,16 +86,29 @@ if armed and kind in ("kill_in_save", "enospc_in_save"):
     torch.save = faulty_save
 if armed and kind == "kill_worker_at":
     from torch.utils.data import get_worker_info
-    from torch.utils.data._utils import fetch
 
-    real_fetch = fetch._MapDatasetFetcher.fetch
+    from vilbert.training.loop import TrackedDataset
 
-    def fetch_or_die(self, possibly_batched_index):
-        keys = [k[1] if isinstance(k, tuple) else k for k in possibly_batched_index]
-        if get_worker_info() is not None and int(value) in keys:
-            die()
-        return real_fetch(self, possibly_batched_index)
+    class DyingDataset:
+        """The dataset whose item `value` kills the worker process loading it (as a segfault would)."""
 
-    fetch._MapDatasetFetcher.fetch = fetch_or_die
+        def __init__(self, dataset):
+            self.dataset = dataset
+
+        def __len__(self):
+            return len(self.dataset)
+
+        def __getattr__(self, name):
+            if name == "dataset":
+                raise AttributeError(name)
+            return getattr(self.dataset, name)
+
+        def __getitem__(self, key):
+            if get_worker_info() is not None and (key[1] if isinstance(key, tuple) else key) == int(value):
+                die()
+            return self.dataset[key]
+
+    real_init = TrackedDataset.__init__
+    TrackedDataset.__init__ = lambda self, dataset, num_workers: real_init(self, DyingDataset(dataset), num_workers)
 
 sys.exit(module.main(sys.argv[2:]))

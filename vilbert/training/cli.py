@@ -13,6 +13,7 @@ wrapper that turns a setup error into one line on stderr and always tears the pr
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from typing import Callable
 
@@ -96,11 +97,23 @@ def run_script(script: str, body: Callable, args: argparse.Namespace) -> int:
     from vilbert.training.distributed import cleanup_distributed, init_distributed
 
     dist = init_distributed(args.local_rank, args.device)
+    fault = None
     try:
         return body(args, dist)
     except SetupError as exc:
         return fail(script, str(exc), dist)
     except RunError as exc:
-        return fail(script, str(exc), dist if exc.everywhere else None, status=1)
+        fault = (str(exc), dist if exc.everywhere else None)
+    except RuntimeError as exc:
+        # A DataLoader worker's death signalled (SIGCHLD) while the step ran, outside the loader's
+        # own guard (loop.guard_workers), which names the task and samples.
+        if not str(exc).startswith("DataLoader worker"):
+            raise
+        fault = (f"{str(exc).splitlines()[0]} (a worker process of a training or validation loader)", None)
     finally:
         cleanup_distributed(dist)
+    # Out of the except block the run's frames are gone, and with them its progress bar, which
+    # prints its last state when closed: the error comes last.
+    gc.collect()
+    sys.stderr.flush()
+    return fail(script, fault[0], fault[1], status=1)

@@ -60,10 +60,36 @@ def batches_per_step(loader: Iterable[dict], accumulation: int, where: str | Non
             group = []
 
 
+class TrackedDataset(torch.utils.data.Dataset):
+    """`dataset` whose DataLoader workers note the key they are loading in shared memory, so that
+    when one dies (killed by the OOM killer, a segfault in a native reader) the main process can
+    name the sample (guard_workers). One shared-memory write per sample; attributes pass through."""
+
+    def __init__(self, dataset, num_workers: int):
+        import multiprocessing
+
+        self.dataset = dataset
+        self.loading = multiprocessing.Array("q", [-1] * max(num_workers, 1), lock=False)  # worker -> index
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key):
+        worker = torch.utils.data.get_worker_info()
+        if worker is not None:
+            self.loading[worker.id] = key[1] if isinstance(key, tuple) else key
+        return self.dataset[key]
+
+    def __getattr__(self, name):
+        if name == "dataset":  # not set yet (unpickling)
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
 def guard_workers(loader, where: str) -> Iterator[dict]:
-    """Iterate a DataLoader; when one of its worker processes dies (killed by the OOM killer, a
-    segfault in a native reader) raise a one-line RunError naming `where` and the dataset indices
-    of the micro-batch the loader was waiting for, instead of torch's multi-screen trace."""
+    """Iterate a DataLoader; when one of its worker processes dies raise a one-line RunError naming
+    `where`, the sample the dead worker was loading (when the loader's dataset is a
+    TrackedDataset) and its micro-batch, instead of torch's multi-screen trace."""
     iterator = iter(loader)
     for count in itertools.count():
         try:
@@ -73,13 +99,28 @@ def guard_workers(loader, where: str) -> Iterator[dict]:
         except RuntimeError as exc:
             if "DataLoader worker" not in str(exc):
                 raise
-            size = loader.batch_size or 1
-            keys = itertools.islice(iter(loader.sampler), count * size, (count + 1) * size)
-            indices = [key[1] if isinstance(key, tuple) else key for key in keys]
-            raise RunError(f"{where}: {str(exc).splitlines()[0]} while loading micro-batch {count} of this pass "
-                           f"(dataset indices {indices}); rerun with --num_workers 0 to see the sample's own error, "
-                           f"or --resume auto") from None
+            raise RunError(f"{where}: {str(exc).splitlines()[0].rstrip('. ')}; {_lost_samples(loader, iterator, count)}; "
+                           f"--num_workers 0 shows a failing sample's own error, --resume auto continues") from None
         yield batch
+
+
+def _lost_samples(loader, iterator, awaited: int) -> str:
+    """Which sample and micro-batch a dead worker of `loader` was loading, as far as known."""
+    size = loader.batch_size or 1
+    keys = [key[1] if isinstance(key, tuple) else key for key in iter(loader.sampler)]
+    batches = [keys[i:i + size] for i in range(0, len(keys), size)]
+    loading = getattr(loader.dataset, "loading", None)
+    workers = getattr(iterator, "_workers", None) or []
+    dead = [i for i, worker in enumerate(workers) if not worker.is_alive()]
+    if loading is not None and dead and loading[dead[0]] >= 0:
+        index = loading[dead[0]]
+        # The first micro-batch from the one awaited on that holds the sample (a worker loads in order).
+        batch = next((b for b in range(awaited, len(batches)) if index in batches[b]), None)
+        if batch is not None:
+            return f"it was loading dataset index {index}, of micro-batch {batch} of this pass (dataset indices {batches[batch]})"
+        return f"it was loading dataset index {index}"
+    awaited_keys = batches[awaited] if awaited < len(batches) else []
+    return f"the loader was waiting for micro-batch {awaited} of this pass (dataset indices {awaited_keys})"
 
 
 @contextlib.contextmanager
