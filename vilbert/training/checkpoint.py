@@ -157,6 +157,7 @@ def save_checkpoint(checkpoints_dir: str | os.PathLike, step: int, model: torch.
         replace_directory(tmp, final)  # the same step saved again (an end-of-run save after a periodic one)
     except Exception as exc:  # OSError (ENOSPC, EROFS, EDQUOT), or torch's RuntimeError for a failed write
         shutil.rmtree(tmp, ignore_errors=True)
+        recover_directory(final)  # a failure between the renames of a step saved again
         previous = find_latest_checkpoint(root)
         intact = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
         reason = f"{exc.strerror} ({exc.filename})" if isinstance(exc, OSError) and exc.strerror else str(exc)
@@ -167,6 +168,17 @@ def save_checkpoint(checkpoints_dir: str | os.PathLike, step: int, model: torch.
             if old != final:
                 _remove_directory(old)
     return final
+
+
+def _remove_directory(path: Path) -> None:
+    """Prune a checkpoint: renamed aside first (a `step-<N>` never exists half deleted); a failure
+    leaves it where it was, for the next save to prune."""
+    trash = path.with_name(f"{path.name}.del-{os.getpid()}")
+    try:
+        os.replace(path, trash)
+    except OSError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def replace_directory(new: Path, final: Path) -> None:
@@ -188,12 +200,6 @@ def recover_directory(final: Path) -> None:
         olds = sorted(final.parent.glob(f"{final.name}.old-*")) if final.parent.is_dir() else []
         if olds:
             os.replace(olds[-1], final)
-
-
-def _remove_directory(path: Path) -> None:
-    trash = path.with_name(f"{path.name}.del-{os.getpid()}")
-    os.replace(path, trash)  # a `step-<N>` never exists half deleted
-    shutil.rmtree(trash, ignore_errors=True)
 
 
 def save_on_main(dist, checkpoints_dir: str | os.PathLike, step: int, model: torch.nn.Module,
