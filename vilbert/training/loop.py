@@ -8,15 +8,17 @@
     metrics = evaluate(model, val_loader, objective, precision, dist)   # {"masked_lm": ..., "loss": ...}
 
 `train_step` does gradient accumulation (DDP's all-reduce only on the last micro-batch), autocast,
-loss scaling (fp16), gradient clipping, the optimizer and scheduler steps. A step whose gradient
-norm is not finite (a NaN or infinite loss makes one) leaves the weights and the optimizer state
-as they were: the fused AdamW kernel skips on the device (no host sync); the meter counts such
-steps and, at its one sync, stops the run after `max_nonfinite` in a row, naming the step and its
-samples. Each loss term of the
+loss scaling (fp16), gradient clipping, the optimizer and scheduler steps. Each loss term of the
 objective is averaged over the whole global batch (see objectives.py): the counts of targets of every
 micro-batch on every rank are summed once per step (one small all-reduce), and each micro-batch's
 mean is weighted by its share. So one rank with batch 2B and two ranks with B each take the same
 step, and so does one rank with two accumulation steps of B.
+
+A step whose gradient norm is not finite (a NaN or infinite loss makes one) leaves the weights and
+the optimizer state as they were: the fused AdamW kernel skips on the device (no host sync). The
+meter counts such steps and, at its one sync, stops the run after `max_nonfinite` in a row, naming
+the step and its samples. Faults of the loader (a dead worker) and of memory become one-line
+RunErrors naming the task (guard_workers, out_of_memory_error); docs/RELIABILITY.md lists them.
 
 The model is called as `model(**batch)` inside the objective; batches are dicts of tensors. The
 loop knows nothing about any particular data set.
