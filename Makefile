@@ -6,19 +6,27 @@ PY := $(VENV)/bin/python
 DEMO_DIR ?= data/demo
 DEMO_OUT ?= results/demo
 
-.PHONY: install demo test clean-demo
+.PHONY: install demo demo-bert-only test clean-demo serve
 
 $(VENV)/.installed: pyproject.toml requirements.txt setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q --no-cache-dir -r requirements.txt
-	$(PY) -m pip install -q --no-cache-dir -e ".[demo,test]"
+	$(PY) -m pip install -q --no-cache-dir -e ".[demo,test,serve]"
 	touch $@
 
 install: $(VENV)/.installed
 
 demo: install
 	$(PY) -m vilbert.demo run --data $(DEMO_DIR) --output $(DEMO_OUT)
+
+# VQA from the BERT checkpoint alone, fresh-weight rate off and on (about 3 minutes; its row joins results.md).
+demo-bert-only: install
+	$(PY) -m vilbert.demo run --bert_only --data $(DEMO_DIR) --output $(DEMO_OUT)
+
+# The demo's finetuned models on a local web page (http://127.0.0.1:8000/), once `make demo` has run.
+serve: install
+	$(PY) -m vilbert.serve --demo $(DEMO_OUT) --data $(DEMO_DIR)
 
 test: install
 	$(PY) -m pytest -q tests

@@ -3,6 +3,8 @@
     python eval_tasks.py --bert_model bert-base-uncased --from_pretrained save/VQA_pretrained/best/VQA \
         --tasks 1 --split minval --output_dir results/vqa
     python eval_tasks.py ... --tasks 1 --split test        # the VQA test-dev/test-std submission file
+    python eval_tasks.py ... --tasks_config vilbert_tasks.yml --tasks 1-5-6-8-10-12-13-15 \
+        --from_pretrained multi_task_model.bin --task_specific_tokens   # 12-in-1's release, task by task
 
 Prints a metrics table and writes <output_dir>/<split>_metrics.json ({task name: {metric: value}},
 values in percent; "val" when --split is not given: each task's val_split) and one result file
@@ -18,6 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from vilbert.check import preflight
 from vilbert.finetune import (SetupError, build_datasets, build_on_main_first, create_precision, evaluate_task,
                               load_task_model, load_tasks, make_loader, metrics_table, needs_multitask_heads, split_name,
                               task_token_row, write_metrics)
@@ -38,6 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="split of every task (e.g. val, minval, test); default: each task's val_split")
     p.add_argument("--batch_size", type=int, default=None, help="per process (default: each task's eval_batch_size)")
     p.add_argument("--num_workers", type=int, default=2)
+    p.add_argument("--skip_check", action="store_true", help="skip the preflight check of the data (vilbert.check)")
     p.add_argument("--output_dir", default="results")
     p.add_argument("--task_specific_tokens", action="store_true", help="the model uses 12-in-1's task tokens")
     add_runtime_arguments(p)
@@ -53,6 +57,7 @@ def evaluate(args, dist) -> int:
     from vilbert.tasks.metrics import VCREvaluator, joint_metrics, vcr_joint, write_json
     from vilbert.tokenization import load_tokenizer
 
+    preflight(args, dist)  # bad flag values and bad data: one line before any model is loaded
     tasks = load_tasks(args.tasks, args.tasks_config)
     tokenizer = load_tokenizer(args.bert_model)
     datasets = build_on_main_first(lambda: build_datasets(tasks, tokenizer, args.split), dist)

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vilbert.check import preflight
 from vilbert.data.concap import ConcapPaths, ConceptualCaptionsDataset, SampleConfig, make_loader
 from vilbert.training import (EvalSampler, MetricMeter, Precision, PretrainingObjective, TrainingLogger,
                               TrainSampler, batches_per_step, build_optimizer, evaluate, load_training_state,
@@ -38,7 +39,8 @@ from vilbert.training.cli import (SetupError, add_fault_arguments, add_runtime_a
                                   check_runtime_arguments, run_script)
 from vilbert.training.loop import out_of_memory_error
 from vilbert.tokenization import load_tokenizer
-from vilbert.training.optim import freeze_text_layers
+from vilbert.training.optim import (LearningRates, add_fresh_rate_arguments, fresh_parameter_names, fresh_rate,
+                                   freeze_text_layers)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -61,6 +63,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     data.add_argument("--objective", type=int, default=0, choices=(0, 1),
                       help="1: no masked-word/region targets on random-caption pairs (12-in-1's --objective 1)")
     data.add_argument("--num_workers", type=int, default=3, help="DataLoader worker processes per rank")
+    data.add_argument("--skip_check", action="store_true", help="skip the preflight check of the data (vilbert.check)")
 
     model = p.add_argument_group("model")
     model.add_argument("--bert_model", default="bert-base-uncased", help="tokenizer: a BERT directory or hub name")
@@ -82,6 +85,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     train.add_argument("--max_grad_norm", type=float, default=1.0)
     train.add_argument("--bert_lr_scale", type=float, default=0.1,
                        help="lr factor of the weights a BERT checkpoint initialised (the originals: 0.1)")
+    add_fresh_rate_arguments(train, None, "--learning_rate (pretraining's rate is the fresh weights' rate)")
     train.add_argument("--img_weight", type=float, default=1.0, help="weight of the masked-region loss")
     add_runtime_arguments(p, train, fp16_alias=True)
     add_fault_arguments(train)
@@ -159,6 +163,7 @@ def main(argv=None) -> int:
 
 
 def train(args, dist) -> int:
+    preflight(args, dist)  # bad flag values and bad data: one line now, not a crash hours in
     run_dir = Path(args.output_dir) / args.save_name
     checkpoints_dir = run_dir / "checkpoints"
     resume_dir = resolve_resume(args.resume, checkpoints_dir)
@@ -186,13 +191,18 @@ def train(args, dist) -> int:
     np.random.seed(args.seed)
     state = load_training_state(resume_dir) if resume_dir is not None else None
     model, bert_names = build_model(args, resume_dir, log)
+    fresh_names = fresh_parameter_names(model)
     if state is not None:
         bert_names = list(state["bert_initialised_names"])
+        fresh_names = state.get("fresh_names", [])
     frozen = freeze_text_layers(model, args.freeze)
     model.to(dist.device)
     maybe_compile(model, args.compile, dist.device)  # in place: parameter names and checkpoints unchanged
-    optimizer = build_optimizer(model, args.learning_rate, args.weight_decay,
-                                scaled_lr={name: args.bert_lr_scale for name in bert_names}, eps=args.adam_epsilon)
+    rates = LearningRates(args.learning_rate, fresh_names, fresh_rate(args),
+                          scaled={name: args.bert_lr_scale for name in bert_names})
+    rates_line = rates.summary(model)
+    optimizer = build_optimizer(model, args.learning_rate, args.weight_decay, lr_by_name=rates.by_name(model),
+                                eps=args.adam_epsilon)
     scheduler = warmup_linear_schedule(optimizer, int(args.warmup_proportion * total_steps), total_steps)
     precision = Precision.create(args.precision, dist.device)
     model = wrap_model(model, dist)
@@ -222,6 +232,7 @@ def train(args, dist) -> int:
              + (f"; resumed from {resume_dir} at step {step}" if resume_dir else "")
              + (f"; {len(bert_names)} BERT-initialised tensors at {args.bert_lr_scale:g}x lr" if bert_names else "")
              + (f"; {len(frozen)} tensors frozen" if frozen else ""))
+    log.info(rates_line)
 
     validated_at = []
 
@@ -237,6 +248,7 @@ def train(args, dist) -> int:
             return {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "scaler": precision.state_dict(), "rng": rng, "epoch": epoch_of_next,
                     "step_in_epoch": step_in_next, "bert_initialised_names": list(bert_names or []),
+                    "fresh_names": sorted(rates.fresh_names),
                     "world_size": world, "args": {k: v for k, v in vars(args).items()}}
 
         path = save_on_main(dist, checkpoints_dir, step, model, training_state, args.keep_last)

@@ -26,9 +26,11 @@ import sys
 import numpy as np
 import torch
 
-from vilbert.finetune import (SetupError, TaskRun, build_datasets, build_on_main_first, classifier_labels,
+from vilbert.check import preflight
+from vilbert.finetune import (SCHEDULES, SetupError, TaskRun, build_datasets, build_on_main_first, build_schedule,
+                              classifier_labels, clean_train_sets,
                               create_precision, evaluate_task, init_vil_logit_from_alignment, load_task_model,
-                              load_tasks, metrics_table, needs_multitask_heads, next_task, primary_metric, run_directory,
+                              load_tasks, metrics_table, needs_multitask_heads, primary_metric, run_directory,
                               save_best, task_head_learning_rates, task_token_row, write_metrics)
 from vilbert.training import (MetricMeter, TrainingLogger, barrier, build_optimizer, load_training_state, maybe_compile,
                               resolve_resume, restore_rng_state, should_compile, to_device, train_step, unwrap_model,
@@ -36,7 +38,8 @@ from vilbert.training import (MetricMeter, TrainingLogger, barrier, build_optimi
 from vilbert.training.checkpoint import recover_directory, save_on_main
 from vilbert.training.cli import add_fault_arguments, add_runtime_arguments, check_runtime_arguments, run_script
 from vilbert.training.loop import out_of_memory_error
-from vilbert.training.optim import freeze_text_layers
+from vilbert.training.optim import (LearningRates, add_fresh_rate_arguments, fresh_parameter_names, fresh_rate,
+                                   freeze_text_layers)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -45,6 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     tasks.add_argument("--tasks", default="1", help="task ids of the tasks file: '1', '6-7' (ids separated by - or ,)")
     tasks.add_argument("--tasks_config", default="vlbert_tasks.yml", help="the tasks file (YAML)")
     tasks.add_argument("--num_workers", type=int, default=3, help="DataLoader worker processes per task and rank")
+    tasks.add_argument("--skip_check", action="store_true", help="skip the preflight check of the data (vilbert.check)")
 
     model = p.add_argument_group("model")
     model.add_argument("--bert_model", default="bert-base-uncased", help="tokenizer: a BERT directory or hub name")
@@ -67,6 +71,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     train = p.add_argument_group("training")
     train.add_argument("--learning_rate", type=float, default=2e-5, help="lr of the model body")
     train.add_argument("--head_learning_rate", type=float, default=1e-4, help="lr of the task heads (REFERENCE: 1e-4)")
+    add_fresh_rate_arguments(train, 1e-4, "1e-4, the rate of vilbert_beta's --vision_scratch")
     train.add_argument("--num_train_epochs", type=float, default=None, help="epochs of every task (default: each task's num_epoch)")
     train.add_argument("--train_batch_size", type=int, default=None,
                        help="global batch of every task (default: each task's batch_size)")
@@ -82,8 +87,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_runtime_arguments(p, train, fp16_alias=True)
     add_fault_arguments(train)
     train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--task_schedule", choices=SCHEDULES, default="proportional",
+                       help="proportional: each task its own num_epoch, interleaved in proportion to their lengths; "
+                            "round_robin: 12-in-1's, every task one batch per round for as many rounds as the "
+                            "longest task has steps (small tasks repeat), plateaued tasks paused "
+                            "(vilbert.finetune.schedule)")
+    train.add_argument("--train_iter_multiplier", type=float, default=1.0,
+                       help="round_robin: rounds = this x the longest task's steps (12-in-1's flag)")
     train.add_argument("--train_iter_gap", type=int, default=4,
-                       help="accepted for the originals' command lines; unused (every task trains to its own schedule)")
+                       help="round_robin: a task whose validation score plateaued trains only every N rounds "
+                            "(12-in-1's flag; unused by the proportional schedule)")
+    train.add_argument("--clean_train_sets", action="store_true",
+                       help="leave out training items on test images of 12-in-1's lists <dataroot>/cache/"
+                            "{coco,flickr,genome}_test_ids.npy, as 12-in-1 does (vilbert.finetune.cleaning)")
 
     out = p.add_argument_group("output")
     out.add_argument("--output_dir", default="save")
@@ -101,6 +117,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in ("gradient_accumulation_steps", "log_every"):
         if getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1")
+    if args.task_schedule == "round_robin" and (args.train_iter_gap < 1 or args.train_iter_multiplier <= 0):
+        p.error("--task_schedule round_robin needs --train_iter_gap >= 1 and --train_iter_multiplier > 0")
     return args
 
 
@@ -112,6 +130,7 @@ def train(args, dist) -> int:
     from vilbert.model import ViLBertForVLTasks
     from vilbert.tokenization import load_tokenizer
 
+    preflight(args, dist)  # bad flag values and bad data: one line now, not a crash hours in
     tasks = load_tasks(args.tasks, args.tasks_config)
     if args.task_specific_tokens:  # a task without a task-token row fails before any data is read
         for task in tasks.values():
@@ -128,6 +147,8 @@ def train(args, dist) -> int:
     tokenizer = load_tokenizer(args.bert_model)
     train_sets, val_sets = build_on_main_first(
         lambda: (build_datasets(tasks, tokenizer, "train"), build_datasets(tasks, tokenizer, "val")), dist)
+    if args.clean_train_sets:
+        train_sets = clean_train_sets(tasks, train_sets, log.info)
 
     # Model.
     torch.manual_seed(args.seed)
@@ -159,13 +180,20 @@ def train(args, dist) -> int:
                     num_workers=args.num_workers, seed=args.seed, eval_batch_size=args.eval_batch_size,
                     task_tokens=model.config.task_specific_tokens, val_subset=args.val_subset)
             for task_id, task in tasks.items()]
-    total_steps = sum(run.total_steps for run in runs)
-    if args.max_steps:
-        total_steps = min(total_steps, args.max_steps)
+    schedule = build_schedule(args.task_schedule, runs, multiplier=args.train_iter_multiplier, gap=args.train_iter_gap,
+                              max_steps=args.max_steps)
+    total_steps = schedule.total_steps
 
-    head_lrs = task_head_learning_rates(model, args.head_learning_rate)
-    optimizer = build_optimizer(model, args.learning_rate, args.weight_decay, lr_by_prefix=head_lrs)
-    scheduler = warmup_linear_schedule(optimizer, int(args.warmup_proportion * total_steps), total_steps)
+    # Weights the checkpoint did not fill (from BERT: the visual stream, co-attention, poolers) train at
+    # the fresh rate (issue 14); a resumed run keeps the names its first start found.
+    fresh_names = state.get("fresh_names", []) if state is not None else fresh_parameter_names(model)
+    rates = LearningRates(args.learning_rate, fresh_names, fresh_rate(args),
+                          lr_by_prefix=task_head_learning_rates(model, args.head_learning_rate))
+    rates_line = rates.summary(model)
+    optimizer = build_optimizer(model, args.learning_rate, args.weight_decay, lr_by_name=rates.by_name(model))
+    lr_steps = schedule.scheduler_steps  # optimizer steps, or round_robin's rounds
+    scheduler = warmup_linear_schedule(optimizer, int(args.warmup_proportion * lr_steps), lr_steps)
+    scheduler = schedule.wrap_scheduler(scheduler)  # round_robin: steps once per round
     precision = create_precision(args.precision, dist.device)
     # Each step runs one task's head: the other heads get no gradient, which DDP must be told.
     model = wrap_model(model, dist, find_unused_parameters=dist.is_distributed)
@@ -182,6 +210,10 @@ def train(args, dist) -> int:
         precision.load_state_dict(state["scaler"])
         for run in runs:
             run.load_state_dict(state["tasks"][str(run.task.id)])
+        try:
+            schedule.load_state_dict(state.get("schedule", {}))
+        except ValueError as exc:
+            raise SetupError(f"--resume {resume_dir}: {exc}") from None
         step = int(state["global_step"])
         if len(state["rng"]) == dist.world_size:
             restore_rng_state(state["rng"][dist.rank])
@@ -197,16 +229,21 @@ def train(args, dist) -> int:
                  f"{len(run.val_set)} validation items ({run.task.config.val_split}); global batch "
                  f"{run.sampler.global_batch_size} = {dist.world_size} x {run.accumulation} x {run.micro_batch}; "
                  f"{run.steps_per_epoch} steps/epoch x {run.num_epochs:g} epochs; loss scale {run.task.loss_scale:g}")
+    if args.task_schedule == "round_robin":
+        log.info(f"round_robin: {schedule.rounds} rounds of one step of every task (a plateaued task trains every "
+                 f"{args.train_iter_gap} rounds); the lr schedule counts rounds")
     compiled = ", compiled" if should_compile(args.compile, dist.device) else ""
     log.info(f"{total_steps} steps in all on {dist.world_size} process(es), {dist.device}, {precision.mode}{compiled}; "
              f"lr {args.learning_rate:g} (heads {args.head_learning_rate:g})"
              + (f"; resumed from {resume_dir} at step {step}" if resume_dir else "")
              + (f"; {len(frozen)} tensors frozen" if frozen else "")
              + ("; the frozen text prefix is cached" if prefix_cache else ""))
+    log.info(rates_line)
 
     model_config = unwrap_model(model).config
 
-    def evaluate(run: TaskRun) -> None:
+    def evaluate(run: TaskRun) -> float:
+        """Evaluate a task, keep its best weights; its primary metric."""
         task = run.task
         evaluator = evaluate_task(model, task, run.val_set, run.val_loader, precision, dist,
                                   task_tokens=model_config.task_specific_tokens,
@@ -225,13 +262,14 @@ def train(args, dist) -> int:
             if dist.is_main:
                 save_best(model, run_dir / "best" / task.name, {"task": task.name, **run.best})
             barrier(dist)
+        return value
 
     def save() -> None:
         def training_state(rng):
             return {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "scaler": precision.state_dict(), "rng": rng, "task_ids": list(tasks),
-                    "tasks": {str(run.task.id): run.state_dict() for run in runs},
-                    "world_size": dist.world_size, "args": dict(vars(args))}
+                    "tasks": {str(run.task.id): run.state_dict() for run in runs}, "schedule": schedule.state_dict(),
+                    "world_size": dist.world_size, "args": dict(vars(args)), "fresh_names": sorted(rates.fresh_names)}
 
         path = save_on_main(dist, checkpoints_dir, step, model, training_state, args.keep_last)
         if path is not None:
@@ -241,7 +279,7 @@ def train(args, dist) -> int:
                                        label=f"task {run.task.id} ({run.task.name})") for run in runs}
     last_saved = step
     while step < total_steps:
-        run = next_task(runs)
+        run = schedule.next_task()
         if run is None:
             break
         micro_batches = [to_device(batch, dist.device) for batch in run.next_batches()]
@@ -265,8 +303,10 @@ def train(args, dist) -> int:
             log.progress(step)
 
         epoch_ended = run.epoch_finished
-        if epoch_ended or run.finished:
-            evaluate(run)
+        # Evaluates `run` at its epoch ends (round_robin: every task on the round clock).
+        for paused in schedule.advance(run, evaluate):
+            log.info(f"{paused.task.name} plateaued: it trains every {args.train_iter_gap} rounds "
+                     "until its score drops")
         if epoch_ended:
             run.start_next_epoch()
         if args.eval_every and step % args.eval_every == 0:

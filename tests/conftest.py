@@ -13,3 +13,11 @@ def minilm_dir():
     from vilbert.offline import minilm_path
 
     return minilm_path()
+
+
+@pytest.fixture(scope="session")
+def tokenizer(minilm_dir):
+    """The offline BERT's tokenizer (a test module may define its own `tokenizer` fixture instead)."""
+    from vilbert.tokenization import load_tokenizer
+
+    return load_tokenizer(minilm_dir)

@@ -42,6 +42,10 @@ def test_demo_pipeline_smoke(tmp_path, minilm_dir):
     for picture in ("training_curves.png", "grounding.png"):
         assert (out / picture).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
+    # The precision is chosen once (timed at start-up on a CPU) and kept for reruns in that folder.
+    precision = (out / "logs" / "precision.txt").read_text().strip()
+    assert f", {precision}; values in" in table
+
     # A second run keeps every finished stage and only writes the report again.
     again = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]

@@ -121,7 +121,7 @@ def test_vcr_evaluators_and_q2ar():
 
 def test_refer_evaluator_uses_iou_of_the_chosen_box():
     entries = [{"ref_id": 1, "sent_id": 10, "image_id": 5}, {"ref_id": 2, "sent_id": 11, "image_id": 5}]
-    evaluator = ReferEvaluator(_Sized(SimpleNamespace(entries=entries), 2))
+    evaluator = ReferEvaluator(_Sized(SimpleNamespace(result_ids=entries.__getitem__), 2))
     boxes = torch.tensor([[0.0, 0, 100, 100], [0, 0, 10, 10], [50, 50, 60, 60]]).expand(2, 3, 4)
     logits = torch.tensor([[[0.0], [5.0], [1.0]], [[0.0], [1.0], [9.0]]])  # item 1's best is padding
     batch = {"index": torch.tensor([0, 1]), "region_boxes": boxes,
@@ -132,6 +132,7 @@ def test_refer_evaluator_uses_iou_of_the_chosen_box():
     first, second = evaluator.results()
     assert first["box"] == [0, 0, 10, 10] and first["iou"] == pytest.approx(100 / 120, abs=1e-4) and first["correct"]
     assert second["box"] == [0, 0, 10, 10] and not second["correct"]  # padding row 2 was never chosen
+    assert {k: first[k] for k in entries[0]} == entries[0]  # the dataset's ids open each record
 
 
 def test_retrieval_evaluator_ranks_pairs_in_image_major_order():
@@ -178,6 +179,6 @@ def test_evaluator_sync_counts_each_item_once_across_ranks(tmp_path):
     import torch.multiprocessing as mp
 
     mp.spawn(_sync_rank, args=(2, str(tmp_path / "init"), str(tmp_path / "out.pt")), nprocs=2)
-    out = torch.load(tmp_path / "out.pt")
+    out = torch.load(tmp_path / "out.pt", weights_only=True)
     assert out["metrics"] == {"accuracy": pytest.approx((1 + 0 + 0.6 + 1 + 0.9) / 5 * 100)}
     assert [r["question_id"] for r in out["results"]] == [10, 11, 12, 13, 14]

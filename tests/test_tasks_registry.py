@@ -22,7 +22,7 @@ def test_task_types_and_loss_scales():
     assert {name: t.head for name, t in TASK_TYPES.items()} == {
         "VL-classifier": "vil_prediction", "VL-logit": "vil_logit", "V-logit": "vision_logit",
         "VL-classifier-GQA": "vil_prediction_gqa", "VL-binary-classifier": "vil_binary_prediction",
-        "VL-tri-classifier": "vil_tri_prediction"}
+        "VL-tri-classifier": "vil_tri_prediction", "V-logit-mc": "vision_logit"}
     tasks = build_tasks("1,6-7,9,11", REPO / "vlbert_tasks.yml")
     assert list(tasks) == [1, 6, 7, 9, 11]
     # lr 4e-5 (VQA, RefCOCO+) vs 2e-5 (VCR, retrieval): scale = lr / smallest lr.

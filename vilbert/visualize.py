@@ -7,6 +7,7 @@ VQA answer attends to (co-attention maps), and training curves.
          [--vqa_image IMG --vqa_features STORE --vqa_image_id ID]] --output grounding.png
     python -m vilbert.visualize curves --log pretrain=save/concap/logs/metrics.jsonl \
         --log VQA=save/VQA_x/logs/metrics.jsonl --output curves.png
+    python -m vilbert.visualize curves --compare --keys VQA/accuracy --log before=... --log after=... --output c.png
 
 `grounding` draws one panel per question asked of the model: (1) the image and every region box
 of the feature store; (2) with an expression, the region the RefCOCO+ head (`vision_logit`) scores
@@ -180,46 +181,92 @@ def is_metric(key: str) -> bool:
     return name.endswith("accuracy") or not any(word in name for word in LOSS_WORDS)
 
 
-def plot_training_curves(logs: dict[str, Path], output, keys: Optional[Sequence[str]] = None,
-                         columns: int = 3) -> Path:
-    """One panel per run: its training losses (left axis) and its metrics in percent (right axis,
-    dashed) against the step.
+SKIPPED_SERIES = ("/lr", "/lr_body", "/lr_bert", "grad_norm", "samples_per_s")
 
-    logs: {run label: metrics.jsonl}. keys: substrings of the series to draw (default: every series
-    but learning rates, gradient norms and throughput). Pretraining logs its alignment accuracy as
-    a fraction; it is drawn in percent like the rest.
+
+def read_series(path, keys: Optional[Sequence[str]] = None) -> dict[str, list[tuple[int, float]]]:
+    """{logged key: [(step, value), ...] in step order} of one metrics.jsonl. keys: substrings of
+    the series to keep (default: all). Learning rates, gradient norms and throughput are left out
+    unless a key names them.
+    Pretraining's alignment accuracy (a fraction) comes back in percent like the other metrics."""
+    series: dict[str, list[tuple[int, float]]] = {}
+    for record in read_metrics(path):
+        for key, value in record.items():
+            if key == "step" or value is None:
+                continue
+            if keys is not None and not any(k in key for k in keys):
+                continue
+            if key.endswith(SKIPPED_SERIES) and not any(k in key.rsplit("/", 1)[-1] for k in keys or ()):
+                continue  # drawn only when a key names them ("grad_norm")
+            if key.endswith("alignment_accuracy"):
+                value = 100.0 * value
+            series.setdefault(key, []).append((record["step"], float(value)))
+    return {key: sorted(points) for key, points in series.items()}
+
+
+def split_key(key: str) -> tuple[Optional[str], str]:
+    """(task, curve name) of a logged key: "val/VQA/accuracy" -> ("VQA", "val accuracy");
+    "train/masked_lm" (pretraining: no task part) -> (None, "train masked_lm")."""
+    parts = key.split("/")
+    if len(parts) >= 3:
+        return "/".join(parts[1:-1]), f"{parts[0]} {parts[-1]}"
+    return None, key.replace("/", " ")
+
+
+def curve_panels(logs: dict[str, Path], keys: Optional[Sequence[str]] = None,
+                 compare: bool = False) -> dict[tuple[str, str], dict[str, list[tuple[int, float]]]]:
+    """{(panel title, "loss" or "metric"): {curve label: points}} of plot_training_curves: a panel
+    title per task of each run ("VQA (finetune)"; a run without tasks, like pretraining: its
+    label), or per task alone with `compare` (the curve labels then name the run)."""
+    panels: dict[tuple[str, str], dict[str, list[tuple[int, float]]]] = {}
+    for label, path in logs.items():
+        for key, points in sorted(read_series(path, keys).items()):
+            task, curve = split_key(key)
+            if compare:
+                title, curve = task or "", f"{label}: {curve}"
+            else:
+                title = f"{task} ({label})" if task else label
+            kind = "metric" if is_metric(key) else "loss"
+            panels.setdefault((title, kind), {})[curve] = points
+    return panels
+
+
+def plot_training_curves(logs: dict[str, Path], output, keys: Optional[Sequence[str]] = None,
+                         columns: int = 2, compare: bool = False) -> Path:
+    """Training curves against the step: for each task of each run, a panel of its losses and,
+    beside it, a panel of its metrics in percent, so that a run of several tasks does not draw
+    ten curves over each other.
+
+    logs: {run label: metrics.jsonl}. keys: substrings of the series to draw (read_series).
+    columns: tasks side by side (each two panels wide). compare: one pair of panels per task
+    holding every run's curves of it (labelled by run), e.g. the same task trained two ways.
     """
-    rows = math.ceil(len(logs) / columns)
-    cols = min(columns, len(logs))
-    fig, axes = plt.subplots(rows, cols, figsize=(5.2 * cols, 3.8 * rows), squeeze=False, layout="constrained")
-    for ax in axes.flat[len(logs):]:
+    panels = curve_panels(logs, keys, compare)
+    titles = list(dict.fromkeys(title for title, _ in panels))
+    if not titles:
+        raise ValueError(f"no series to draw in {', '.join(str(p) for p in logs.values())}")
+    cols = min(columns, len(titles))
+    rows = math.ceil(len(titles) / cols)
+    fig, axes = plt.subplots(rows, 2 * cols, figsize=(4.2 * 2 * cols, 3.0 * rows), squeeze=False, layout="constrained")
+    for ax in axes.flat:
         ax.set_axis_off()
-    for ax, (label, path) in zip(axes.flat, logs.items()):
-        series: dict[str, list[tuple[int, float]]] = {}
-        for record in read_metrics(path):
-            for key, value in record.items():
-                if key == "step" or value is None:
-                    continue
-                if keys is not None and not any(k in key for k in keys):
-                    continue
-                if keys is None and key.endswith(("/lr", "/lr_body", "/lr_bert", "grad_norm", "samples_per_s")):
-                    continue
-                if key.endswith("alignment_accuracy"):
-                    value = 100.0 * value
-                series.setdefault(key, []).append((record["step"], float(value)))
-        right = ax.twinx()
-        for key, points in sorted(series.items()):
-            steps, values = zip(*sorted(points))
-            target = right if is_metric(key) else ax
-            target.plot(steps, values, marker="." if len(steps) < 30 else None,
-                        linestyle="--" if target is right else "-", label=key, linewidth=1)
-        ax.set_title(label, fontsize=10)
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss")
-        right.set_ylabel("metric (%)")
-        handles, names = ax.get_legend_handles_labels()
-        more_handles, more_names = right.get_legend_handles_labels()
-        ax.legend(handles + more_handles, names + more_names, fontsize=6, loc="center right")
+    for i, title in enumerate(titles):
+        for j, kind in enumerate(("loss", "metric")):
+            ax = axes[i // cols, 2 * (i % cols) + j]
+            curves = panels.get((title, kind))
+            if not curves:
+                continue
+            ax.set_axis_on()
+            for curve, points in curves.items():
+                steps, values = zip(*points)
+                ax.plot(steps, values, marker="." if len(steps) < 30 else None, linewidth=1, label=curve,
+                        linestyle="--" if curve.split(": ")[-1].startswith("val") else "-")
+            ax.set_title(f"{title}: {'losses' if kind == 'loss' else 'metrics'}" if title else kind, fontsize=9)
+            ax.set_xlabel("step", fontsize=8)
+            ax.set_ylabel("loss" if kind == "loss" else "%", fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=6, loc="best")
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(output, dpi=110, bbox_inches="tight")
@@ -254,6 +301,7 @@ def main(argv=None) -> int:
     c = commands.add_parser("curves", help="training curves from metrics.jsonl files")
     c.add_argument("--log", action="append", required=True, help="LABEL=path/to/metrics.jsonl (repeatable)")
     c.add_argument("--keys", nargs="*", help="substrings of the series to draw (default: losses and metrics)")
+    c.add_argument("--compare", action="store_true", help="draw every run's curves of a task in the same panels")
     c.add_argument("--output", required=True, help="PNG to write")
     args = p.parse_args(argv)
 
@@ -265,7 +313,7 @@ def main(argv=None) -> int:
                 if not sep:
                     label, path = Path(item).parent.parent.name, item
                 logs[label] = Path(path)
-            path = plot_training_curves(logs, args.output, args.keys)
+            path = plot_training_curves(logs, args.output, args.keys, compare=args.compare)
         else:
             if (args.expression or args.question) and not args.bert_model:
                 p.error("--bert_model is needed to read --expression or --question")

@@ -33,7 +33,7 @@ import torch
 
 from vilbert.data.cache import cache_key, cached_arrays
 from vilbert.data.collate import TEXT_KEYS, TaskDataset, encode_text, region_arrays
-from vilbert.data.files import read_jsonl
+from vilbert.data.files import data_relative_path, read_jsonl
 from vilbert.tasks.config import TaskConfig, TaskConfigError
 
 HARD_NEGATIVE_FILE = "hard_negative.json"
@@ -52,7 +52,7 @@ def read_jsonline(path: Path) -> list[tuple[str, list[str]]]:
     for record in read_jsonl(path):
         line_no = record["_line"]
         if "img_path" in record:
-            image_id = Path(str(record["img_path"])).stem
+            image_id = data_relative_path(record["img_path"], f"{path}:{line_no}: img_path").stem
         elif "id" in record:
             image_id = str(record["id"])
         else:

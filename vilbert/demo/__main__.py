@@ -28,6 +28,8 @@ def main(argv=None) -> int:
                       help="small: the demo in minutes on 2 CPU cores; medium: ten times larger")
     make.add_argument("--overwrite", action="store_true", help="replace a demo world already in --output")
     make.add_argument("--no-features", action="store_true", help="skip feature extraction (pictures and boxes files only)")
+    make.add_argument("--twelve", action="store_true",
+                      help="also write 12-in-1's added data sets and its task file vilbert_tasks.yml (docs/DEMO.md)")
     make.add_argument("--progress", action="store_true", help="show the extractor's progress bars")
     check = commands.add_parser("check", help="probe the features and measure the text-only VQA baseline")
     check.add_argument("--data", default="data/demo", help="a folder written by make-world")
@@ -42,7 +44,7 @@ def main(argv=None) -> int:
 
         try:
             make_world(args.output, seed=args.seed, size=args.size, overwrite=args.overwrite,
-                       extract=not args.no_features, progress=args.progress)
+                       extract=not args.no_features, progress=args.progress, twelve=args.twelve)
         except (FileExistsError, FileNotFoundError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2

@@ -12,6 +12,8 @@ CHANCE.json (values in percent, like the metrics):
              IoU > 0.5 with the referred box).
   retrieval  R@1/5/10 of a random ranking of the test pictures (100: 1, 5, 10), finetuned and zero-shot.
   alignment  50: half the pretraining pairs are random captions.
+With `make-world --twelve`, vilbert/demo/twelve.py adds the rates of 12-in-1's added tasks, from
+the files it writes (majority label, 1 / candidates, a random box or ranking).
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 import sys
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from .captions import CONCAP_TSV, FLICKR_JSONLINE, concap_image_id
 from .chance import linear_probe, vqa_rates, vqa_splits
 from .vcr import feature_id
 from .world import COLOURS, SHAPES, SIZES
+from ..safe_pickle import safe_load
 
 VQA_QUESTION_FILES = ("train2014", "val2014", "test2015", "test-dev2015")
 
@@ -45,9 +45,8 @@ def annotated_ids(data_dir) -> dict[str, set[str]]:
         for line in (root / "vcr" / f"{split}.jsonl").read_text().splitlines():
             vcr_ids.add(str(feature_id(json.loads(line)["img_id"])))
     out["vcr/features/detections.lmdb"] = out["vcr/features/gt.lmdb"] = vcr_ids
-    # The demo wrote this pickle itself (plain lists and dicts); a world from elsewhere would go
-    # through vilbert.safe_pickle.
-    refs = pickle.loads((root / "refcoco" / "refcoco+" / "refs(unc).p").read_bytes())
+    # The demo wrote this pickle itself, but --data may name a world from elsewhere: read it safely.
+    refs = safe_load(root / "refcoco" / "refcoco+" / "refs(unc).p")
     instances = json.loads((root / "refcoco" / "refcoco+" / "instances.json").read_text())
     ref_ids = {str(r["image_id"]) for r in refs} | {str(im["id"]) for im in instances["images"]}
     out["refcoco/features/detections.lmdb"] = out["refcoco/features/gt.lmdb"] = ref_ids

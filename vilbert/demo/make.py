@@ -39,7 +39,10 @@ from .world import COLOURS, NUM_CLASSES, SHAPES, SIZES, Scene, class_names, dete
 GENERATOR_VERSION = 2  # 2: VQA answers balanced per question template
 # Random streams, one per part of the world: adding a dataset never changes the others.
 STREAMS = {"ids": 0, "concap": 1, "vqa": 2, "vcr": 3, "refcoco": 4, "flickr": 5, "vqa_questions": 6}
-ENTRIES = ("world.json", "CHANCE.json", "vlbert_tasks.yml", "conceptual_captions", "vqa", "vcr", "refcoco", "flickr30k")
+ENTRIES = ("world.json", "CHANCE.json", "vlbert_tasks.yml", "conceptual_captions", "vqa", "vcr", "refcoco", "flickr30k",
+           # the 12-in-1 part (vilbert.demo.twelve, --twelve)
+           "vilbert_tasks.yml", "nlvr2", "visual_entailment", "gqa", "visual_genome", "Foil", "cocoRetrieval",
+           "visual7w", "guesswhat", "visual_dialog")
 
 
 @dataclass(frozen=True)
@@ -362,30 +365,44 @@ def world_ids(seed: int, size: WorldSize) -> tuple[list[int], list[int], list[in
     return coco_ids[:vqa_images], coco_ids[vqa_images:], flickr_ids
 
 
+def _twelve_size(twelve, size):
+    """The TwelveSize of make_world's `twelve` argument (None when off)."""
+    if not twelve:
+        return None
+    from .twelve import TWELVE_SIZES
+
+    if twelve is True:
+        return TWELVE_SIZES[size if isinstance(size, str) else "small"]
+    return twelve
+
+
 def tasks_yaml() -> str:
     return TASKS_HEADER + yaml.safe_dump(TASKS, sort_keys=False, default_flow_style=False)
 
 
 def make_world(output, seed: int = 0, size: str | WorldSize = "small", overwrite: bool = False,
-               extract: bool = True, progress: bool = False, say=print) -> dict:
+               extract: bool = True, progress: bool = False, say=print, twelve=False) -> dict:
     """Write the demo world to `output` (see the module docstring); returns world.json's content.
 
     If `output` already holds the same complete world (same seed, sizes and generator version),
     nothing is written; any other content of ours there is an error unless `overwrite`.
     `extract=False` writes pictures, annotations and boxes files but no feature stores (the
-    extraction commands are then in docs/DEMO.md)."""
+    extraction commands are then in docs/DEMO.md). `twelve` (True for the size's, or a
+    vilbert.demo.twelve.TwelveSize) adds 12-in-1's data sets and task file (vilbert/demo/twelve.py)."""
     started = time.perf_counter()
     root = Path(output)
     world_size = WORLD_SIZES[size] if isinstance(size, str) else size
     if isinstance(size, str) and size not in WORLD_SIZES:
         raise ValueError(f"--size must be one of {', '.join(WORLD_SIZES)}, not {size!r}")
+    twelve_size = _twelve_size(twelve, size)
     present = [name for name in ENTRIES if (root / name).exists()]
     if present and not overwrite:
         # world.json is written last, so its presence means a complete world: the same one is
         # kept as it is; anything else (another seed or size, an interrupted run) needs --overwrite.
         existing = _read_world_json(root / "world.json")
         if existing is not None and existing.get("seed") == seed and existing.get("sizes") == asdict(world_size) \
-                and existing.get("generator_version") == GENERATOR_VERSION and (existing.get("features") is not None or not extract):
+                and existing.get("generator_version") == GENERATOR_VERSION and (existing.get("features") is not None or not extract) \
+                and (existing.get("twelve") or {}).get("sizes") == (asdict(twelve_size) if twelve_size else None):
             say(f"{root} already holds this demo world (seed {seed}); nothing to do")
             return existing
         what = "another or an incomplete demo world" if existing is None or existing.get("seed") != seed else "another demo world"
@@ -421,6 +438,11 @@ def make_world(output, seed: int = 0, size: str | WorldSize = "small", overwrite
     )
     _write_json(root / "CHANCE.json", rates, indent=2)
     (root / "vlbert_tasks.yml").write_text(tasks_yaml(), encoding="utf-8")
+    twelve_info = None
+    if twelve_size:
+        from .twelve import make_twelve
+
+        twelve_info = make_twelve(root, seed, twelve_size, extract=extract, progress=progress, say=say)
 
     info = {
         "generator": "python -m vilbert.demo make-world",
@@ -437,6 +459,7 @@ def make_world(output, seed: int = 0, size: str | WorldSize = "small", overwrite
                     "detector's class posterior: peaked on the true class, with noise",
         "features": "python -m vilbert.features extract --boxes gt --backbone pixels" if extract else None,
         "counts": {name: part["counts"] for name, part in parts.items()},
+        "twelve": twelve_info,
     }
     _write_json(root / "world.json", info, indent=2)
     say(f"demo world written to {root} in {time.perf_counter() - started:.1f}s")

@@ -1,6 +1,6 @@
 """`python -m vilbert.demo run` (`make demo`): the whole project on the demo world, on a CPU.
 
-    python -m vilbert.demo run [--data data/demo] [--output results/demo] [--seed 0]
+    python -m vilbert.demo run [--data data/demo] [--output results/demo] [--seed 0] [--bert_only]
 
 Stages, each the real command line a user would type (printed as it starts; its output goes to
 <output>/logs/<stage>.log), skipped when its result is already there (rerun to continue):
@@ -19,6 +19,12 @@ training), eval/ (metrics and result files), logs/ (each stage's output and its 
 seconds), and the three report files. The schedules below were tuned on the small world to fit
 about 15 minutes on 2 CPU cores; results.md gives what they reach against the targets. --smoke
 shrinks every stage to a few steps, for tests of the plumbing only.
+
+--bert_only (`make demo-bert-only`, about 3 minutes more, so not part of `make demo`) runs only
+"VQA from BERT only": VQA finetuned from the BERT checkpoint with no pretraining, once with the
+fresh-weight rate off (train_tasks.py's defaults before issue 14) and once with today's defaults
+(weights BERT did not fill at 1e-4), and draws both runs' VQA curves into bert_only_curves.png. The
+report of either command then holds a row "VQA from BERT only" comparing the two.
 """
 
 from __future__ import annotations
@@ -48,6 +54,11 @@ class Finetune:
     lr: float  # --learning_rate of the model body
     head_lr: float = 1e-3  # --head_learning_rate (the originals' 1e-4 is for 10k-step runs)
     extra: list = field(default_factory=list)
+    save_name: str = "demo"  # --save_name (the run folder is <task names>_<save_name>)
+
+
+# The two runs of --bert_only: {name: train_tasks.py flags}.
+BERT_ONLY_RUNS = {"fresh_rate_off": ["--no_fresh_rate"], "defaults": []}
 
 
 @dataclass
@@ -87,13 +98,22 @@ class Schedule:
                  extra=["--freeze", "3", "--val_subset", "100", "--vil_logit_init", "alignment"]),
     ])
     eval_batch: int = 128
+    # --bert_only: VQA from the BERT checkpoint alone, at train_tasks.py's default rates (body 2e-5,
+    # heads 1e-4), with the fresh-weight rate off (before issue 14) and on (its 1e-4 default); 3
+    # epochs of VQA, as VQA gets in the 1-6-7-11 run; --freeze 3 and 12-in-1's head as there.
+    bert_only: list = field(default_factory=lambda: [
+        Finetune("1", steps=186, batch=None, lr=2e-5, head_lr=1e-4, save_name=f"bert_only_{name}",
+                 extra=["--freeze", "3", "--vl_classifier", "12in1", "--eval_every", 21, *flags])
+        for name, flags in BERT_ONLY_RUNS.items()])
 
     @classmethod
     def smoke(cls) -> "Schedule":
         return cls(pretrain_steps=2, pretrain_batch=4, pretrain_extra=[], finetunes=[
             Finetune("1-6-7-11", steps=4, batch=2, lr=1e-4, extra=["--vl_classifier", "12in1"]),
             Finetune("9", steps=1, batch=2, lr=1e-4),
-        ], eval_batch=16)
+        ], eval_batch=16, bert_only=[Finetune("1", steps=2, batch=2, lr=2e-5, head_lr=1e-4, extra=flags,
+                                              save_name=f"bert_only_{name}") for name, flags in BERT_ONLY_RUNS.items()])
+
 
 
 # The rows of the results table: (task name in the metrics files, metric, label, target). A target
@@ -187,7 +207,16 @@ class Pipeline:
             self.bert = str(minilm_path())
         self.config = str(args.config_file or MODEL_CONFIG)
         self.init = self.bert if args.from_pretrained is None else args.from_pretrained
-        self.precision = args.precision or demo_precision(self.config)
+        # Chosen once per output folder: a rerun that keeps finished stages reports what they ran with.
+        precision_file = self.logs / "precision.txt"
+        if args.precision:
+            self.precision = args.precision
+        elif precision_file.is_file():
+            self.precision = precision_file.read_text().strip()
+        else:
+            self.precision = demo_precision(self.config)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        precision_file.write_text(self.precision + "\n")
 
     # -- running commands ------------------------------------------------------------------------
 
@@ -267,17 +296,18 @@ class Pipeline:
     def finetune(self, pretrained: Path, job: Finetune) -> Path:
         from vilbert.finetune import load_tasks, run_directory
 
-        run_dir = run_directory(self.runs, load_tasks(job.tasks, self.tasks_config), "demo")
-        if self.done(f"finetune-{job.tasks}", run_dir / "val_metrics.json"):
+        run_dir = run_directory(self.runs, load_tasks(job.tasks, self.tasks_config), job.save_name)
+        stage = f"finetune-{job.tasks}" + ("" if job.save_name == "demo" else f"-{job.save_name}")
+        if self.done(stage, run_dir / "val_metrics.json"):
             return run_dir
-        self.run(f"finetune-{job.tasks}", self.script("train_tasks.py") + [
+        self.run(stage, self.script("train_tasks.py") + [
             "--bert_model", self.bert, "--from_pretrained", pretrained, "--config_file", self.config,
             "--tasks", job.tasks, "--tasks_config", self.tasks_config,
             *(["--train_batch_size", job.batch] if job.batch else []),
             "--max_steps", job.steps, "--num_train_epochs", 1000, "--learning_rate", job.lr,
             "--head_learning_rate", job.head_lr, "--eval_batch_size", self.schedule.eval_batch,
             "--num_workers", 0, "--save_every", -1, "--keep_last", 1, "--log_every", 10,
-            "--output_dir", self.runs, "--save_name", "demo", "--seed", self.args.seed, "--resume", "auto",
+            "--output_dir", self.runs, "--save_name", job.save_name, "--seed", self.args.seed, "--resume", "auto",
             "--precision", self.precision, *job.extra])
         return run_dir
 
@@ -336,6 +366,10 @@ class Pipeline:
             rows.append(f"| {label} | {metric} | {fmt(base)} | {fmt(value)} | {goal} |")
             record.append({"task": name, "metric": metric, "label": label, "chance": base, "result": value,
                            "target": goal.rstrip(" ✓✗") or None, "met": met})
+        row = self.bert_only_row(chance)
+        if row is not None:
+            rows.append(row[0])
+            record.append(row[1])
         table = "\n".join(rows)
         wall = sum(t["wall_s"] for t in self.timings.values())
         cpu = sum(t["cpu_s"] for t in self.timings.values())
@@ -353,6 +387,47 @@ class Pipeline:
         (self.out / "results.md").write_text(text)
         (self.out / "results.json").write_text(json.dumps({"rows": record, "timings_s": self.timings}, indent=2) + "\n")
         return table
+
+    def bert_only_results(self) -> dict[str, Optional[float]]:
+        """{run name: best VQA minval accuracy} of the --bert_only runs (None: not run)."""
+        from vilbert.finetune import load_tasks, run_directory
+
+        results = {}
+        for job in self.schedule.bert_only:
+            path = run_directory(self.runs, load_tasks(job.tasks, self.tasks_config), job.save_name) / "val_metrics.json"
+            results[job.save_name] = json.loads(path.read_text())["VQA"]["accuracy"] if path.is_file() else None
+        return results
+
+    def bert_only_row(self, chance: dict) -> Optional[tuple[str, dict]]:
+        """The results-table row "VQA from BERT only": today's defaults, with the value of the fresh
+        rate off beside it in the target (issue 14: at least 10 points above it); None before
+        `--bert_only` has run."""
+        before, now = (self.bert_only_results().get(f"bert_only_{name}") for name in BERT_ONLY_RUNS)
+        if before is None and now is None:
+            return None
+        base = chance_of(chance, "VQA", "accuracy")
+        fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
+        goal, met = "", None
+        if before is not None:
+            goal = f">= {before + 10:.2f} (fresh rate off: {before:.2f}, + 10)"
+            met = now is not None and now >= before + 10
+            goal += " ✓" if met else " ✗"
+        label = "VQA from BERT only (minval)"
+        return (f"| {label} | accuracy | {fmt(base)} | {fmt(now)} | {goal} |",
+                {"task": "VQA_bert_only", "metric": "accuracy", "label": label, "chance": base, "result": now,
+                 "fresh_rate_off": before, "target": goal.rstrip(" ✓✗") or None, "met": met})
+
+    def bert_only(self) -> None:
+        """--bert_only: the two runs of VQA from the BERT checkpoint (the --from_pretrained that
+        pretraining starts from), and their curves side by side."""
+        from vilbert.visualize import plot_training_curves
+
+        logs = {}
+        for job in self.schedule.bert_only:
+            run_dir = self.finetune(self.init, job)
+            logs[job.save_name.replace("bert_only_", "")] = run_dir / "logs" / "metrics.jsonl"
+        plot_training_curves({k: v for k, v in logs.items() if v.is_file()}, self.out / "bert_only_curves.png",
+                             keys=["VQA/"], compare=True)
 
     def pictures(self, pretrain_dir: Path, run_dirs: dict[str, Path]) -> None:
         from vilbert.visualize import plot_training_curves
@@ -394,6 +469,12 @@ class Pipeline:
     def main(self) -> int:
         started = time.perf_counter()
         self.make_world()
+        if self.args.bert_only:
+            self.bert_only()
+            table = self.report(self.collect())
+            print(f"\n{table}\n\nwrote {self.out / 'results.md'}, {self.out / 'bert_only_curves.png'} "
+                  f"(demo --bert_only: {time.perf_counter() - started:.0f}s)")
+            return 0
         pretrained = self.pretrain()
         self.zero_shot(pretrained)
         run_dirs = {}
@@ -427,6 +508,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--precision", choices=("bf16", "fp32"), default=None,
                    help="default: bf16 on a GPU; on a CPU bf16 where it measures faster than fp32 at start-up, else fp32")
     p.add_argument("--smoke", action="store_true", help="a few steps per stage: checks the plumbing, not the results")
+    p.add_argument("--bert_only", action="store_true",
+                   help="only VQA from the BERT checkpoint, fresh-weight rate off and on (make demo-bert-only)")
     return p.parse_args(argv)
 
 

@@ -67,10 +67,10 @@ def record_from_dict(item: dict, where: str, image_id=None) -> tuple[str, dict]:
     try:
         image_h = int(pick("image_h", "image_height"))
         image_w = int(pick("image_w", "image_width"))
-    except (TypeError, ValueError):
-        raise ConversionError(f"{where}: image_h/image_w are not numbers") from None
-    num_boxes = pick("num_boxes", required=False)
-    num_boxes = None if num_boxes is None else int(num_boxes)
+        num_boxes = pick("num_boxes", required=False)
+        num_boxes = None if num_boxes is None else int(num_boxes)
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
+        raise ConversionError(f"{where}: image_h/image_w/num_boxes are not finite numbers") from None
 
     def array(field, *names, required=True):
         value = pick(*names, required=required)
@@ -80,7 +80,10 @@ def record_from_dict(item: dict, where: str, image_id=None) -> tuple[str, dict]:
             if num_boxes is None:
                 raise ConversionError(f"{where}: base64 field {field!r} needs num_boxes")
             return _from_base64(value, num_boxes, field, where)
-        value = np.asarray(value, dtype=np.float32)
+        try:
+            value = np.asarray(value, dtype=np.float32)
+        except (TypeError, ValueError, OverflowError):  # ragged lists, dicts, strings inside
+            raise ConversionError(f"{where}: field {field!r} is not an array of numbers") from None
         if value.ndim != 2:
             raise ConversionError(f"{where}: field {field!r} should be 2-d, got shape {value.shape}")
         return value

@@ -90,6 +90,8 @@ def load_boxes_file(path) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
             raise ValueError(f"{where}: \"boxes\" must be a list of [x1, y1, x2, y2]") from None
         if boxes.ndim != 2 or boxes.shape[1] != 4 or len(boxes) == 0:
             raise ValueError(f"{where}: \"boxes\" must be a non-empty list of [x1, y1, x2, y2], got shape {boxes.shape}")
+        if not np.isfinite(boxes).all():
+            raise ValueError(f"{where}: \"boxes\" contain NaN or inf")
         bad = np.flatnonzero(~((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])))
         if len(bad):
             raise ValueError(f"{where}: box {int(bad[0])} {boxes[bad[0]].tolist()} has x2 <= x1 or y2 <= y1")
@@ -101,6 +103,8 @@ def load_boxes_file(path) -> dict[str, tuple[np.ndarray, np.ndarray | None]]:
                 raise ValueError(f"{where}: \"cls_prob\" must be a list of equal-length lists") from None
             if cls_prob.ndim != 2 or cls_prob.shape[0] != len(boxes):
                 raise ValueError(f"{where}: \"cls_prob\" must have one row per box ({len(boxes)}), got shape {cls_prob.shape}")
+            if not np.isfinite(cls_prob).all():
+                raise ValueError(f"{where}: \"cls_prob\" contains NaN or inf")
         out[str(image_id)] = (boxes, cls_prob)
     return out
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import lmdb
 import numpy as np
 
-from vilbert.features.store import FeatureStoreError, RawRecord, decode_record, environment, release
+from vilbert.features.store import (FeatureStoreError, RawRecord, decode_record, environment, nonfinite_fields,
+                                   release)
 
 # Row 0 of every region tensor is the whole image (REFERENCE section 1).
 GLOBAL_LOCATION = np.array([0.0, 0.0, 1.0, 1.0, 1.0], dtype=np.float32)
@@ -182,7 +183,10 @@ class FeatureReader:
 
     def __getitem__(self, image_id) -> RegionItem:
         key, buf, path = self._raw(image_id)
-        return region_item(key, decode_record(key, buf, str(path)))
+        record = decode_record(key, buf, str(path))
+        item = region_item(key, record)
+        check_finite(item, record, f"record {key!r} in {path}")
+        return item
 
     def __repr__(self):
         return f"FeatureReader({[str(p) for p in self.paths]})"
@@ -209,6 +213,24 @@ def region_item(image_id: str, record: RawRecord) -> RegionItem:
         num_boxes=n + 1,
         cls_prob=cls_prob,
     )
+
+
+def check_finite(item: RegionItem, record: RawRecord, place: str) -> None:
+    """FeatureStoreError naming `place` when a record holds NaN or inf: our writers refuse them, but a
+    store written by another tool may have them, and one would poison every step it reaches.
+
+    Cheap on the common path: any NaN or inf in the features makes their mean (row 0) non-finite, and
+    in the boxes their locations, so only row 0, the locations and the column sums of cls_prob are
+    tested; the full test runs only then (a mean that overflowed float32 is not an error)."""
+    cheap = np.isfinite(item.features[0]).all() and np.isfinite(item.locations).all()
+    if cheap and (item.cls_prob is None or np.isfinite(item.cls_prob.sum(0)).all()):
+        return
+    bad = nonfinite_fields(record.boxes, record.features, record.cls_prob)
+    if bad:
+        raise FeatureStoreError(f"{place}: {', '.join(bad)} contain NaN or inf (a store written by another tool?)")
+    if not np.isfinite(item.locations).all():
+        raise FeatureStoreError(f"{place}: box areas overflow float32 (boxes far outside the "
+                                f"{record.image_w}x{record.image_h} image)")
 
 
 def store_info(path_or_paths) -> dict:

@@ -59,6 +59,12 @@ class RawRecord:
     cls_prob: np.ndarray | None  # (n, C) float16
 
 
+def nonfinite_fields(boxes=None, features=None, cls_prob=None) -> list[str]:
+    """The names of the given arrays that hold a NaN or an infinity ([] when all are finite)."""
+    arrays = {"boxes": boxes, "features": features, "cls_prob": cls_prob}
+    return [name for name, array in arrays.items() if array is not None and not np.isfinite(array).all()]
+
+
 def encode_record(
     image_id, image_h, image_w, boxes, features, cls_prob=None, feature_dtype="float16"
 ) -> bytes:
@@ -75,10 +81,9 @@ def encode_record(
         raise FeatureStoreError(f"{where}: no boxes (a record needs at least one region)")
     if features.ndim != 2 or features.shape[0] != n or features.shape[1] == 0:
         raise FeatureStoreError(f"{where}: features must have shape ({n}, D) to match boxes, got {features.shape}")
-    if not np.isfinite(boxes).all():
-        raise FeatureStoreError(f"{where}: boxes contain NaN or inf")
-    if not np.isfinite(features).all():
-        raise FeatureStoreError(f"{where}: features contain NaN or inf")
+    bad = nonfinite_fields(boxes, features)
+    if bad:
+        raise FeatureStoreError(f"{where}: {bad[0]} contain NaN or inf")
     try:
         image_h, image_w = int(image_h), int(image_w)
     except (TypeError, ValueError):
@@ -97,7 +102,7 @@ def encode_record(
         cls_prob = np.asarray(cls_prob)
         if cls_prob.ndim != 2 or cls_prob.shape[0] != n or cls_prob.shape[1] == 0:
             raise FeatureStoreError(f"{where}: cls_prob must have shape ({n}, C) to match boxes, got {cls_prob.shape}")
-        if not np.isfinite(cls_prob).all():
+        if nonfinite_fields(cls_prob=cls_prob):
             raise FeatureStoreError(f"{where}: cls_prob contains NaN or inf")
         if cls_prob.size and np.abs(cls_prob).max() > FLOAT16_MAX:
             raise FeatureStoreError(f"{where}: cls_prob values exceed the float16 range")
@@ -121,6 +126,10 @@ def decode_record(key: str, buf, where: str = "") -> RawRecord:
         )
     if version != FORMAT_VERSION:
         raise FeatureStoreError(f"{place} has format version {version}; this code reads version {FORMAT_VERSION}")
+    if n == 0 or dim == 0 or image_h == 0 or image_w == 0 or (flags & FLAG_CLS_PROB and cls_dim == 0):
+        # Our writer never writes these; read, they would give a NaN global region or infinite locations.
+        raise FeatureStoreError(f"{place} is malformed: {n} boxes, {dim}-wide features, "
+                                f"{cls_dim if flags & FLAG_CLS_PROB else 'no'} classes, image {image_w}x{image_h}")
     feat_dtype = np.dtype("<f4") if flags & FLAG_FLOAT32 else np.dtype("<f2")
     has_cls = bool(flags & FLAG_CLS_PROB)
     expected = HEADER.size + 16 * n + feat_dtype.itemsize * n * dim + (2 * n * cls_dim if has_cls else 0)

@@ -33,8 +33,13 @@ def load_tasks(spec, tasks_config: Union[str, Path]) -> dict[int, Task]:
 def run_directory(output_dir: Union[str, Path], tasks: dict[int, Task], save_name: str) -> Path:
     """`<output_dir>/<task names joined by ->_<save_name>`, as the originals name a run's folder,
     so runs of different tasks with one --save_name do not overwrite each other."""
+    from vilbert.data.files import output_path
+
     names = "-".join(task.name for task in tasks.values())
-    return Path(output_dir) / (f"{names}_{save_name}" if save_name else names)
+    try:
+        return output_path(output_dir, f"{names}_{save_name}" if save_name else names, "--save_name")
+    except ValueError as exc:
+        raise SetupError(str(exc)) from None
 
 
 def build_datasets(tasks: dict[int, Task], tokenizer, split: Optional[str]) -> dict[int, Dataset]:

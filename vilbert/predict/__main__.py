@@ -60,22 +60,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def feature_options(args, feature_dtype: str = "float16") -> FeatureOptions:
+    """FeatureOptions from the flags of add_extractor_arguments (also vilbert.serve's)."""
+    try:
+        backbone = extractor_backbone(args)
+    except ValueError as exc:
+        raise PredictError(str(exc)) from None
+    return FeatureOptions(
+        backbone=backbone, weights=args.weights, random_weights=args.random_weights,
+        boxes=args.boxes, boxes_file=args.boxes_file, grid=args.grid, detector=args.detector,
+        detector_arch=args.detector_arch, detector_config=args.detector_config, min_boxes=args.min_boxes,
+        max_boxes=args.max_boxes, min_score=args.min_score, image_size=args.image_size, max_size=args.max_size,
+        feature_dtype=feature_dtype)
+
+
 def run(args) -> int:
     mode = "question" if args.question else "expression" if args.expression else "caption"
     if args.features and not args.image_ids:
         raise PredictError("--features needs --image-ids")
     if args.image_ids and not args.features:
         raise PredictError("--image-ids goes with --features (with --images the id is the file stem)")
-    try:
-        backbone = extractor_backbone(args)
-    except ValueError as exc:
-        raise PredictError(str(exc)) from None
-    extractor = FeatureOptions(
-        backbone=backbone, weights=args.weights, random_weights=args.random_weights,
-        boxes=args.boxes, boxes_file=args.boxes_file, grid=args.grid, detector=args.detector,
-        detector_arch=args.detector_arch, detector_config=args.detector_config, min_boxes=args.min_boxes,
-        max_boxes=args.max_boxes, min_score=args.min_score, image_size=args.image_size, max_size=args.max_size,
-        feature_dtype="float32" if args.float32 else "float16")
+    extractor = feature_options(args, feature_dtype="float32" if args.float32 else "float16")
     predictor = Predictor(args.checkpoint, bert_model=args.bert_model, config_file=args.config_file,
                           device=args.device, precision=args.precision, features=extractor,
                           cache_dir=None if args.no_cache else (args.cache or default_cache_dir()),

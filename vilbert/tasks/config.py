@@ -15,6 +15,7 @@ travel with its data (`data/demo/vlbert_tasks.yml`). Paths are only checked when
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -69,16 +70,14 @@ READER_BY_NAME = {
     "NLVR2": "nlvr2",
     "VisualEntailment": "snli_ve",
     "GQA": "gqa",
-    # 12-in-1's other tasks: the readers their formats will need (not registered yet, so selecting
-    # one of these tasks is an error that names its reader; see README, "Task files").
     "refcocog": "refer_umd",  # refer toolkit, refs(umd).p
     "GenomeQA": "genome_qa",
+    "Foil": "foil",
+    "FlickrGrounding": "flickr_grounding",
     "VisualDialog": "visdial",
     "Visual7w": "visual7w_pointing",
     "GuessWhat": "guesswhat",
-    "Foil": "foil",
     "GuessWhatPointing": "guesswhat_pointing",
-    "FlickrGrounding": "flickr_grounding",
 }
 
 
@@ -153,7 +152,7 @@ def _number(value, kind, where: str):
         raise TaskConfigError(f"{where} must be a number, got {value!r}")
     try:
         number = kind(float(value)) if kind is int else kind(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int(inf)
         raise TaskConfigError(f"{where} must be {'an integer' if kind is int else 'a number'}, got {value!r}") from None
     if kind is int and float(value) != number:
         raise TaskConfigError(f"{where} must be an integer, got {value!r}")
@@ -164,9 +163,9 @@ def _parse_entry(key: str, entry, source: Path) -> TaskConfig:
     where = f"{source}: {key}"
     if not isinstance(entry, dict):
         raise TaskConfigError(f"{where} must be a mapping of fields, got {type(entry).__name__}")
-    unknown = sorted(set(entry) - set(_REQUIRED) - set(_OPTIONAL) - set(_IGNORED))
+    unknown = sorted(set(entry) - set(_REQUIRED) - set(_OPTIONAL) - set(_IGNORED), key=str)
     if unknown:
-        raise TaskConfigError(f"{where}: unknown field '{unknown[0]}'")
+        raise TaskConfigError(f"{where}: unknown field {unknown[0]!r}")
     missing = [field for field in _REQUIRED if field not in entry]
     if missing:
         raise TaskConfigError(f"{where}: missing field '{missing[0]}'")
@@ -184,6 +183,8 @@ def _parse_entry(key: str, entry, source: Path) -> TaskConfig:
     for field in _IGNORED:
         values.pop(field, None)
     values["lr"] = _number(values["lr"], float, f"{where}.lr")
+    if not math.isfinite(values["lr"]) or values["lr"] <= 0:
+        raise TaskConfigError(f"{where}.lr must be a positive number, got {values['lr']!r}")
     for field in ("name", "type", "loss", "train_split", "val_split", "reader", "process"):
         if field in values and not isinstance(values[field], str):
             raise TaskConfigError(f"{where}.{field} must be a string, got {values[field]!r}")
@@ -199,6 +200,9 @@ def _parse_entry(key: str, entry, source: Path) -> TaskConfig:
         path = Path(value).expanduser()
         values[field] = path if path.is_absolute() else base / path
 
+    if not re.fullmatch(r"[^/\\]+", values["name"]) or values["name"] in (".", ".."):
+        # The name is a folder under dataroot (refer) and part of output file names.
+        raise TaskConfigError(f"{where}.name must be a plain name (no '/', not '..'), got {values['name']!r}")
     if values["type"] not in TYPE_LOSSES:
         raise TaskConfigError(f"{where}.type: unknown task type {values['type']!r} (known: {', '.join(TYPE_LOSSES)})")
     if values["loss"] not in TYPE_LOSSES[values["type"]]:
@@ -238,6 +242,8 @@ def load_task_configs(path: Union[str, Path]) -> dict[int, TaskConfig]:
         raise TaskConfigError(f"{source}: expected a mapping of TASK<id> entries")
     configs: dict[int, TaskConfig] = {}
     for key, entry in data.items():
+        if not str(key).isprintable():  # every message names the key: keep them one line
+            raise TaskConfigError(f"{source}: entry key {str(key)!r} is not a printable name")
         config = _parse_entry(str(key), entry, source)
         if config.task_id in configs:
             raise TaskConfigError(

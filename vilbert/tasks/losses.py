@@ -21,13 +21,14 @@ def vl_classifier_loss(logits: torch.Tensor, batch: dict) -> torch.Tensor:
 
 
 def vl_logit_loss(logits: torch.Tensor, batch: dict) -> torch.Tensor:
-    """VCR / retrieval: one logit per option, cross-entropy over the options.
+    """VCR / retrieval / Visual Dialog: one logit per option, cross-entropy over the options.
 
     logits (B*O, 1) from `vil_logit` (the collate flattened the options); batch["target"] (B,)
-    the index of the right option.
+    the index of the right option, or (B, Q) for items of Q questions of O options each (a dialog's
+    rounds, rows in that order): the mean over the B*Q questions, as 12-in-1's dialog batches.
     """
-    target = batch["target"].long()
-    scores = logits.float().view(target.shape[0], -1)  # (B, O)
+    target = batch["target"].long().reshape(-1)  # (B*Q,)
+    scores = logits.float().view(target.shape[0], -1)  # (B*Q, O)
     return F.cross_entropy(scores, target)
 
 
@@ -39,10 +40,13 @@ def v_logit_loss(logits: torch.Tensor, batch: dict) -> torch.Tensor:
     padding logits to -10000 so their loss is ~0 there and take mean * R; summing the real regions
     and dividing by B is that same number without relying on the push.
     """
-    target = batch["target"].float()
-    mask = batch["image_attention_mask"].to(target.dtype)
-    per_region = F.binary_cross_entropy_with_logits(logits.float().squeeze(-1), target, reduction="none")
-    return (per_region * mask).sum() / target.shape[0]
+    return _masked_bce(logits.float().squeeze(-1), batch["target"].float(), batch["image_attention_mask"])
+
+
+def _masked_bce(scores: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """BCE-with-logits of (B, N) scores summed over the positions where mask is 1, divided by B."""
+    per_position = F.binary_cross_entropy_with_logits(scores, target, reduction="none")
+    return (per_position * mask.to(target.dtype)).sum() / target.shape[0]
 
 
 def vl_label_loss(logits: torch.Tensor, batch: dict) -> torch.Tensor:
@@ -55,6 +59,17 @@ def vl_label_loss(logits: torch.Tensor, batch: dict) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits.float(), batch["target"].float(), reduction="mean")
 
 
+def label_cross_entropy_loss(logits: torch.Tensor, batch: dict) -> torch.Tensor:
+    """A label task whose tasks-file `loss` is CrossEntropyLoss (12-in-1's Foil): softmax
+    cross-entropy against the one-hot label, mean over the batch.
+
+    logits (B, L); batch["target"] (B, L) one-hot. An example without a gold label (an all-zero
+    row) adds 0 to the sum but still counts in the mean, as vl_label_loss counts it.
+    """
+    target = batch["target"].float()
+    return -(target * F.log_softmax(logits.float(), dim=1)).sum(dim=1).mean()
+
+
 def top_label_score(logits: torch.Tensor, batch: dict) -> torch.Tensor:
     """(B, L) -> (B,): the target's value at the top label (VQA: its soft score; one-hot targets:
     1 when right), 12-in-1's score for every classifier type."""
@@ -62,8 +77,9 @@ def top_label_score(logits: torch.Tensor, batch: dict) -> torch.Tensor:
 
 
 def top_option_score(logits: torch.Tensor, batch: dict) -> torch.Tensor:
-    """(B*O, 1) -> (B,): 1 when the top option is the right one."""
-    return (logits.view(batch["target"].shape[0], -1).argmax(dim=1) == batch["target"]).float()
+    """(B*O, 1) -> (B,) (or (B*Q,) for items of Q questions): 1 when the top option is the right one."""
+    target = batch["target"].reshape(-1)
+    return (logits.view(target.shape[0], -1).argmax(dim=1) == target).float()
 
 
 def top_region_score(logits: torch.Tensor, batch: dict) -> torch.Tensor:
@@ -71,3 +87,33 @@ def top_region_score(logits: torch.Tensor, batch: dict) -> torch.Tensor:
     targets are 0 below, REFERENCE 4)."""
     top = logits.squeeze(-1).argmax(dim=1, keepdim=True)
     return (batch["target"].gather(1, top).squeeze(1) > 0).float()
+
+
+def candidate_scores(logits: torch.Tensor, batch: dict) -> torch.Tensor:
+    """V-logit-mc: (B, R, 1) `vision_logit` -> (B, C) float32 scores of each item's candidate boxes,
+    -inf at padding candidates. batch["candidate_regions"] (B, C) long: the region row of each
+    candidate; batch["candidate_mask"] (B, C): 1 = a real candidate."""
+    scores = logits.float().squeeze(-1).gather(1, batch["candidate_regions"])
+    return scores.masked_fill(batch["candidate_mask"] == 0, float("-inf"))
+
+
+def v_logit_mc_loss(logits: torch.Tensor, batch: dict) -> torch.Tensor:
+    """Visual7W / GuessWhat?! pointing: BCE-with-logits on the candidate boxes' logits only.
+
+    logits (B, R, 1) from `vision_logit`; batch["target"] (B, C) the IoU of each candidate with the
+    answer box (values below 0.5 set to 0), candidates as in candidate_scores. 12-in-1 takes the
+    mean over (B, C) times C, which is this sum over candidates divided by B; it pads GuessWhat's
+    candidates to 204 with a padding row whose terms it counts, where padding candidates are
+    masked out here.
+    """
+    scores = logits.float().squeeze(-1).gather(1, batch["candidate_regions"])  # (B, C)
+    return _masked_bce(scores, batch["target"].float(), batch["candidate_mask"])
+
+
+def top_candidate_score(logits: torch.Tensor, batch: dict) -> torch.Tensor:
+    """(B, R, 1) -> (B,): 1 when the top-scored candidate is the answer box (its target is the
+    largest of the item's, as 12-in-1 compares the argmax of scores and targets)."""
+    target = batch["target"].float()
+    picked = target.gather(1, candidate_scores(logits, batch).argmax(dim=1, keepdim=True)).squeeze(1)
+    best = target.max(dim=1).values
+    return ((picked >= best) & (best > 0)).float()

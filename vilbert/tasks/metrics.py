@@ -26,7 +26,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 
-from vilbert.tasks.losses import top_label_score
+from vilbert.tasks.losses import candidate_scores, top_candidate_score, top_label_score
 
 # VQA answer normalisation, as the official evaluation script (VQA v2 `vqaEval.py`).
 # Spelled-out contractions and their apostrophe forms; the table is the official one, quirks
@@ -359,9 +359,11 @@ def joint_metrics(evaluators: dict) -> dict[str, dict[str, float]]:
 
 
 class ReferEvaluator(Evaluator):
-    """RefCOCO+ accuracy: the top-scored region is right when its IoU with the referred box > 0.5.
+    """Grounding accuracy (RefCOCO+, RefCOCOg, Flickr30k Entities): the top-scored region is right
+    when its IoU with the referred box > 0.5.
 
-    Results: [{"ref_id", "sent_id", "image_id", "box" [x1, y1, x2, y2] pixels, "iou", "correct"}].
+    Results: [{<the dataset's result_ids> (refer: "ref_id", "sent_id", "image_id"), "box" [x1, y1,
+    x2, y2] pixels, "iou", "correct"}].
     """
 
     def update(self, logits: torch.Tensor, batch: dict) -> None:
@@ -388,17 +390,8 @@ class ReferEvaluator(Evaluator):
         iou, box = self.slots["iou"].cpu(), self.slots["box"].cpu()
         records = []
         for i in torch.nonzero(seen).flatten().tolist():
-            entry = self.dataset.entries[i]
-            records.append(
-                {
-                    "ref_id": entry["ref_id"],
-                    "sent_id": entry["sent_id"],
-                    "image_id": entry["image_id"],
-                    "box": [round(v, 2) for v in box[i].tolist()],
-                    "iou": round(float(iou[i]), 4),
-                    "correct": bool(iou[i] > 0.5),
-                }
-            )
+            records.append({**self.dataset.result_ids(i), "box": [round(v, 2) for v in box[i].tolist()],
+                            "iou": round(float(iou[i]), 4), "correct": bool(iou[i] > 0.5)})
         return records
 
 
@@ -449,3 +442,82 @@ class RetrievalEvaluator(Evaluator):
                 }
             )
         return records
+
+
+def option_ranks(scores: torch.Tensor) -> torch.Tensor:
+    """(N, O) scores -> (N, O) long: the 1-based rank of each option in its row, best first, ties
+    in option order (the official VisDial `scores_to_ranks`, with a stable sort)."""
+    order = scores.argsort(dim=1, descending=True, stable=True)  # (N, O) option at each rank
+    positions = torch.arange(1, scores.shape[1] + 1, device=scores.device).expand_as(order)
+    return torch.empty_like(order).scatter_(1, order, positions)
+
+
+def answer_rank_metrics(ranks: torch.Tensor) -> dict[str, float]:
+    """Visual Dialog's sparse metrics from the right answer's rank in each round (N,):
+    MRR and R@1/5/10 in percent, mean rank as a rank."""
+    ranks = ranks.float()
+    return {"MRR": float(ranks.reciprocal().mean() * 100), **recall_at_k(ranks), "mean_rank": float(ranks.mean())}
+
+
+def ndcg(scores: torch.Tensor, relevance: torch.Tensor) -> torch.Tensor:
+    """(N,) NDCG of each row's ranking, as the official VisDial evaluation: NDCG@K with K the row's
+    number of options of nonzero relevance, gain = relevance, discount log2(position + 1)."""
+    order = scores.argsort(dim=1, descending=True, stable=True)
+    gains = relevance.float().gather(1, order)  # (N, O) relevance in the predicted order
+    ideal = relevance.float().sort(dim=1, descending=True).values
+    positions = torch.arange(scores.shape[1], device=scores.device)
+    weights = (positions < (relevance != 0).sum(dim=1, keepdim=True)) / torch.log2(positions + 2.0)  # (N, O)
+    return (gains * weights).sum(dim=1) / (ideal * weights).sum(dim=1)
+
+
+class VisDialEvaluator(Evaluator):
+    """Visual Dialog: each round's 100 answer options ranked by their `vil_logit` (items are
+    (round, option) pairs, item = round * 100 + option). Metrics over the rounds whose 100 options
+    were all scored: MRR, R@1/5/10, mean rank (rounds with a right answer) and NDCG (rounds with
+    dense annotations). Results: [{"image_id", "round_id", "ranks"}] (the EvalAI submission)."""
+
+    def update(self, logits: torch.Tensor, batch: dict) -> None:
+        index = batch["index"].to(logits.device)
+        self._slot("score", (), torch.float32, logits.device, float("-inf"))[index] = logits.float().view(-1)
+        self._mark_seen(index)
+
+    def round_scores(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rounds, options) scores and a (rounds,) bool of the rounds with every option scored."""
+        options = len(self.dataset) // len(self.dataset.round_rows)
+        return self.slots["score"].cpu().view(-1, options), self.seen().view(-1, options).all(dim=1)
+
+    def compute(self) -> dict[str, float]:
+        if "score" not in self.slots:
+            return {}
+        scores, complete = self.round_scores()
+        gt = torch.as_tensor(self.dataset.gt_index)
+        answered = complete & (gt >= 0)
+        metrics = {}
+        if answered.any():
+            metrics.update(answer_rank_metrics(option_ranks(scores[answered]).gather(1, gt[answered, None]).squeeze(1)))
+        dense = complete & torch.as_tensor(self.dataset.has_relevance)
+        if dense.any():
+            metrics["NDCG"] = float(ndcg(scores[dense], torch.as_tensor(self.dataset.relevance)[dense]).mean() * 100)
+        return metrics
+
+    def results(self) -> list[dict]:
+        scores, complete = self.round_scores()
+        ranks = option_ranks(scores)
+        records = []
+        for m in torch.nonzero(complete).flatten().tolist():
+            image_id, round_id = self.dataset.round_key(m)
+            records.append({"image_id": image_id, "round_id": round_id, "ranks": ranks[m].tolist()})
+        return records
+
+
+class CandidateEvaluator(TopLabelEvaluator):
+    """V-logit-mc (Visual7W, GuessWhat?! pointing) accuracy: the top-scored candidate box is the
+    answer. Results: the dataset's `result_record(item, candidate)` of the chosen candidate."""
+
+    def update(self, logits: torch.Tensor, batch: dict) -> None:
+        device = logits.device
+        index = batch["index"].to(device)
+        batch = {key: batch[key].to(device) for key in ("candidate_regions", "candidate_mask", "target")}
+        self._slot("prediction", (), torch.long, device, -1)[index] = candidate_scores(logits, batch).argmax(dim=1)
+        self._slot("score", (), torch.float32, device, -1.0)[index] = top_candidate_score(logits, batch)
+        self._mark_seen(index)

@@ -19,26 +19,39 @@ class (see vilbert/data/vqa.py for the pattern) and one `register_reader(...)` c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional, Union
+from typing import Callable, Mapping, Optional, Union
 
 import torch
 
-from vilbert.tasks.config import TaskConfig, TaskConfigError, load_task_configs, select_tasks
-from vilbert.tasks.losses import (top_label_score, top_option_score, top_region_score, v_logit_loss,
-                                  vl_classifier_loss, vl_label_loss, vl_logit_loss)
+from vilbert.tasks.config import TYPE_LOSSES, TaskConfig, TaskConfigError, load_task_configs, select_tasks
+from vilbert.tasks.losses import (label_cross_entropy_loss, top_candidate_score, top_label_score, top_option_score,
+                                  top_region_score, v_logit_loss, v_logit_mc_loss, vl_classifier_loss, vl_label_loss,
+                                  vl_logit_loss)
 
 
 @dataclass(frozen=True)
 class TaskType:
     """A task type of the originals: the head it reads, the loss on that head's output, and the
-    per-sample score (B,) a training batch logs as its running accuracy."""
+    per-sample score (B,) a training batch logs as its running accuracy.
+
+    `loss` is the loss of the first `loss` name the tasks file admits for the type (TYPE_LOSSES);
+    `other_losses` holds, by name, those of the others it admits (12-in-1 gives VL-binary-classifier
+    both BCEWithLogitLoss and CrossEntropyLoss). A task's loss is picked by its `loss` field.
+    """
 
     name: str
     head: str  # attribute of the ViLBertForVLTasks output (and the name for its `heads=` argument)
     loss: Callable[[torch.Tensor, dict], torch.Tensor]
     train_score: Callable[[torch.Tensor, dict], torch.Tensor]
+    other_losses: Mapping[str, Callable[[torch.Tensor, dict], torch.Tensor]] = field(default_factory=dict)
+
+    def loss_for(self, loss_name: str) -> Optional[Callable[[torch.Tensor, dict], torch.Tensor]]:
+        """The loss function of a tasks-file `loss` value, or None when this type has none for it."""
+        if loss_name == TYPE_LOSSES[self.name][0]:
+            return self.loss
+        return self.other_losses.get(loss_name)
 
 
 # 12-in-1's types read the extra heads ViLBertForVLTasks builds with multitask_heads=True.
@@ -49,8 +62,12 @@ TASK_TYPES = {
     # GQA: its own 1533-answer classifier, VQA's loss (one-hot targets).
     "VL-classifier-GQA": TaskType("VL-classifier-GQA", "vil_prediction_gqa", vl_classifier_loss, top_label_score),
     # NLVR2: one row per image of a pair; the head reads the two rows' fused vectors side by side.
-    "VL-binary-classifier": TaskType("VL-binary-classifier", "vil_binary_prediction", vl_label_loss, top_label_score),
+    # Foil (one image) gives its image twice; its file names CrossEntropyLoss.
+    "VL-binary-classifier": TaskType("VL-binary-classifier", "vil_binary_prediction", vl_label_loss, top_label_score,
+                                     {"CrossEntropyLoss": label_cross_entropy_loss}),
     "VL-tri-classifier": TaskType("VL-tri-classifier", "vil_tri_prediction", vl_label_loss, top_label_score),
+    # Visual7W / GuessWhat?! pointing: the region head, read at the item's candidate boxes only.
+    "V-logit-mc": TaskType("V-logit-mc", "vision_logit", v_logit_mc_loss, top_candidate_score),
 }
 MULTITASK_HEADS = ("vil_prediction_gqa", "vil_binary_prediction", "vil_tri_prediction")
 
@@ -90,18 +107,27 @@ def _register_builtin_readers() -> None:
     if _builtins_registered:
         return
     _builtins_registered = True
+    from vilbert.data.flickr_grounding import FlickrGroundingDataset
+    from vilbert.data.foil import FoilDataset
+    from vilbert.data.genome_qa import GenomeQADataset
     from vilbert.data.gqa import GQADataset
+    from vilbert.data.guesswhat import GuessWhatDataset, GuessWhatPointingDataset
     from vilbert.data.nlvr2 import NLVR2Dataset
     from vilbert.data.refer import ReferDataset
     from vilbert.data.retrieval import RetrievalEvalDataset, RetrievalTrainDataset
     from vilbert.data.snli_ve import SNLIVEDataset
     from vilbert.data.vcr import VCRDataset
+    from vilbert.data.visdial import VisDialEvalDataset, VisDialTrainDataset
+    from vilbert.data.visual7w import Visual7wPointingDataset
     from vilbert.data.vqa import VQADataset
-    from vilbert.tasks.metrics import (ReferEvaluator, RetrievalEvaluator, TopLabelEvaluator, VCREvaluator,
-                                       VQAEvaluator)
+    from vilbert.tasks.metrics import (CandidateEvaluator, ReferEvaluator, RetrievalEvaluator, TopLabelEvaluator,
+                                       VCREvaluator, VisDialEvaluator, VQAEvaluator)
 
     def vcr(mode):  # one dataset class, two input layouts
         return lambda config, split, tokenizer: VCRDataset(config, split, tokenizer, mode=mode)
+
+    def refer_umd(config, split, tokenizer):  # RefCOCOg: the toolkit's UMD partition, refs(umd).p
+        return ReferDataset(config, split, tokenizer, split_by="umd")
 
     builtins = [
         Reader("vqa", VQADataset, VQADataset, VQAEvaluator, ("accuracy",)),
@@ -113,6 +139,18 @@ def _register_builtin_readers() -> None:
         Reader("snli_ve", SNLIVEDataset, SNLIVEDataset, TopLabelEvaluator, ("accuracy",)),
         Reader("nlvr2", NLVR2Dataset, NLVR2Dataset, TopLabelEvaluator, ("accuracy",)),
         Reader("gqa", GQADataset, GQADataset, TopLabelEvaluator, ("accuracy",)),
+        Reader("genome_qa", GenomeQADataset, GenomeQADataset, VQAEvaluator, ("accuracy",)),
+        Reader("refer_umd", refer_umd, refer_umd, ReferEvaluator, ("accuracy",)),
+        Reader("foil", FoilDataset, FoilDataset, TopLabelEvaluator, ("accuracy",)),
+        Reader("flickr_grounding", FlickrGroundingDataset, FlickrGroundingDataset, ReferEvaluator, ("accuracy",)),
+        # The first metric picks a task's best checkpoint: MRR is there whenever answers are known.
+        Reader("visdial", VisDialTrainDataset, VisDialEvalDataset, VisDialEvaluator,
+               ("MRR", "R@1", "R@5", "R@10", "mean_rank", "NDCG")),
+        Reader("visual7w_pointing", Visual7wPointingDataset, Visual7wPointingDataset, CandidateEvaluator,
+               ("accuracy",)),
+        Reader("guesswhat", GuessWhatDataset, GuessWhatDataset, TopLabelEvaluator, ("accuracy",)),
+        Reader("guesswhat_pointing", GuessWhatPointingDataset, GuessWhatPointingDataset, CandidateEvaluator,
+               ("accuracy",)),
     ]
     for reader in builtins:
         READERS[reader.name] = reader
@@ -177,7 +215,7 @@ class Task:
 
     def loss(self, output, batch: dict) -> torch.Tensor:
         """The unscaled task loss of a training batch (multiply by `loss_scale` in multi-task runs)."""
-        return self.type.loss(self.head_output(output), batch)
+        return self.type.loss_for(self.config.loss)(self.head_output(output), batch)
 
     def evaluator(self, dataset):
         """A fresh evaluator for `dataset` (see vilbert.tasks.metrics)."""
@@ -195,6 +233,8 @@ def build_task(config: TaskConfig, loss_scale: float = 1.0) -> Task:
     missing = []
     if config.type not in TASK_TYPES:
         missing.append(f"unsupported task type {config.type!r} (supported: {', '.join(TASK_TYPES)})")
+    elif TASK_TYPES[config.type].loss_for(config.loss) is None:
+        missing.append(f"no {config.loss} for task type {config.type}")
     if config.reader not in READERS:
         missing.append(f"unknown reader {config.reader!r} (registered: {', '.join(sorted(READERS))})")
     if missing:
