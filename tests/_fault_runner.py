@@ -6,7 +6,7 @@ FAULT (environment) picks the fault, N counts optimizer steps from 1 in this pro
     kill_at_step:N      SIGKILL as the N-th step starts
     kill_in_save:N      SIGKILL half way through writing the training state of checkpoint step-N
     enospc_in_save:N    "No space left on device" while writing checkpoint step-N
-    nan_steps:A-B       steps A..B (B empty: to the end) get a NaN loss
+    nan_steps:A-B,C     steps A..B and C (B empty: to the end) get a NaN loss
     oom_at_step:N       torch.OutOfMemoryError in the N-th step
     kill_worker_at:I    the DataLoader worker loading dataset item I SIGKILLs itself
 Under torchrun the fault hits only the first attempt (TORCHELASTIC_RESTART_COUNT 0) of rank
@@ -47,6 +47,13 @@ class NanObjective:
         return terms * float("nan"), stats
 
 
+def _in_range(step: int, text: str) -> bool:
+    first, dash, last = text.partition("-")
+    if not dash:
+        return step == int(first)
+    return int(first) <= step and (not last or step <= int(last))
+
+
 real_train_step = module.train_step
 
 
@@ -57,10 +64,8 @@ def faulty_train_step(model, micro_batches, objective, *args, **kwargs):
         die()
     if kind == "oom_at_step" and steps == int(value):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB (simulated)")
-    if kind == "nan_steps":
-        first, _, last = value.partition("-")
-        if steps >= int(first) and (not last or steps <= int(last)):
-            objective = NanObjective(objective)
+    if kind == "nan_steps" and any(_in_range(steps, part) for part in value.split(",")):
+        objective = NanObjective(objective)
     return real_train_step(model, micro_batches, objective, *args, **kwargs)
 
 
