@@ -31,12 +31,13 @@ import torch
 from vilbert.check import preflight
 from vilbert.data.concap import ConcapPaths, ConceptualCaptionsDataset, SampleConfig, make_loader
 from vilbert.training import (EvalSampler, MetricMeter, Precision, PretrainingObjective, TrainingLogger,
-                              TrainSampler, barrier, batches_per_step, build_optimizer, capture_rng_state,
-                              evaluate, gather_objects, load_training_state, maybe_compile,
-                              resolve_resume, restore_rng_state, save_checkpoint, should_compile, to_device, train_step,
+                              TrainSampler, batches_per_step, build_optimizer, evaluate, load_training_state,
+                              maybe_compile, resolve_resume, restore_rng_state, should_compile, to_device, train_step,
                               warmup_linear_schedule, wrap_model)
-from vilbert.training.cli import (SetupError, add_runtime_arguments, build_on_main_first, check_runtime_arguments,
-                                  run_script)
+from vilbert.training.checkpoint import save_on_main
+from vilbert.training.cli import (SetupError, add_fault_arguments, add_runtime_arguments, build_on_main_first,
+                                  check_runtime_arguments, run_script)
+from vilbert.training.loop import out_of_memory_error
 from vilbert.tokenization import load_tokenizer
 from vilbert.training.optim import (LearningRates, add_fresh_rate_arguments, fresh_parameter_names, fresh_rate,
                                    freeze_text_layers)
@@ -87,6 +88,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_fresh_rate_arguments(train, None, "--learning_rate (pretraining's rate is the fresh weights' rate)")
     train.add_argument("--img_weight", type=float, default=1.0, help="weight of the masked-region loss")
     add_runtime_arguments(p, train, fp16_alias=True)
+    add_fault_arguments(train)
     train.add_argument("--seed", type=int, default=42)
 
     out = p.add_argument_group("output")
@@ -242,30 +244,32 @@ def train(args, dist) -> int:
         return metrics
 
     def save(epoch_of_next: int, step_in_next: int):
-        rng = gather_objects(capture_rng_state(), dist)
-        if dist.is_main:
-            training_state = {
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": precision.state_dict(), "rng": rng, "epoch": epoch_of_next,
-                "step_in_epoch": step_in_next, "bert_initialised_names": list(bert_names or []),
-                "fresh_names": sorted(rates.fresh_names),
-                "world_size": world, "args": {k: v for k, v in vars(args).items()},
-            }
-            path = save_checkpoint(checkpoints_dir, step, model, training_state, args.keep_last)
-            log.info(f"saved {path}")
-        barrier(dist)
+        def training_state(rng):
+            return {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "scaler": precision.state_dict(), "rng": rng, "epoch": epoch_of_next,
+                    "step_in_epoch": step_in_next, "bert_initialised_names": list(bert_names or []),
+                    "fresh_names": sorted(rates.fresh_names),
+                    "world_size": world, "args": {k: v for k, v in vars(args).items()}}
 
-    meter = MetricMeter(objective.names, dist.device)
+        path = save_on_main(dist, checkpoints_dir, step, model, training_state, args.keep_last)
+        if path is not None:
+            log.info(f"saved {path}")
+
+    def image_ids(epoch_of_step: int, step_of_epoch: int) -> list[str]:
+        return [str(train_set.image_ids[i]) for i in sampler.batch_indices(epoch_of_step, step_of_epoch)]
+
+    meter = MetricMeter(objective.names, dist.device, args.max_nonfinite_steps)
     last_saved = step
     if step_in_epoch >= steps_per_epoch:  # saved at the very end of an epoch
         epoch, step_in_epoch = epoch + 1, 0
     while step < total_steps:
         sampler.set_epoch(epoch, step_in_epoch)
-        for micro_batches in batches_per_step(train_loader, accumulation):
+        for micro_batches in batches_per_step(train_loader, accumulation, where="the training captions"):
             micro_batches = [to_device(batch, dist.device) for batch in micro_batches]
-            out = train_step(model, micro_batches, objective, optimizer, scheduler, precision, dist,
-                             args.max_grad_norm)
-            meter.update(out)
+            with out_of_memory_error("on Conceptual Captions", args.train_batch_size, micro_batch, accumulation):
+                out = train_step(model, micro_batches, objective, optimizer, scheduler, precision, dist,
+                                 args.max_grad_norm)
+            meter.update(out, step + 1, lambda e=epoch, s=step_in_epoch: f"image ids {image_ids(e, s)}")
             step += 1
             step_in_epoch += 1
             end_of_epoch = step_in_epoch == steps_per_epoch

@@ -32,11 +32,12 @@ from vilbert.finetune import (SCHEDULES, SetupError, TaskRun, build_datasets, bu
                               create_precision, evaluate_task, init_vil_logit_from_alignment, load_task_model,
                               load_tasks, metrics_table, needs_multitask_heads, primary_metric, run_directory,
                               save_best, task_head_learning_rates, task_token_row, write_metrics)
-from vilbert.training import (MetricMeter, TrainingLogger, barrier, build_optimizer, capture_rng_state,
-                              gather_objects, load_training_state, maybe_compile, resolve_resume, restore_rng_state,
-                              save_checkpoint, should_compile, to_device, train_step, unwrap_model,
+from vilbert.training import (MetricMeter, TrainingLogger, barrier, build_optimizer, load_training_state, maybe_compile,
+                              resolve_resume, restore_rng_state, should_compile, to_device, train_step, unwrap_model,
                               warmup_linear_schedule, wrap_model)
-from vilbert.training.cli import add_runtime_arguments, check_runtime_arguments, run_script
+from vilbert.training.checkpoint import recover_directory, save_on_main
+from vilbert.training.cli import add_fault_arguments, add_runtime_arguments, check_runtime_arguments, run_script
+from vilbert.training.loop import out_of_memory_error
 from vilbert.training.optim import (LearningRates, add_fresh_rate_arguments, fresh_parameter_names, fresh_rate,
                                    freeze_text_layers)
 
@@ -84,6 +85,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     train.add_argument("--weight_decay", type=float, default=0.01)
     train.add_argument("--max_grad_norm", type=float, default=1.0)
     add_runtime_arguments(p, train, fp16_alias=True)
+    add_fault_arguments(train)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--task_schedule", choices=SCHEDULES, default="proportional",
                        help="proportional: each task its own num_epoch, interleaved in proportion to their lengths; "
@@ -198,6 +200,9 @@ def train(args, dist) -> int:
 
     step = 0
     if state is not None:
+        if dist.is_main:  # a kill between the two renames of a best save leaves it as best/<name>.old-*
+            for run in runs:
+                recover_directory(run_dir / "best" / run.task.name)
         if list(state["task_ids"]) != list(tasks):
             raise SetupError(f"--resume {resume_dir}: that run trained tasks {list(state['task_ids'])}, not {list(tasks)}")
         optimizer.load_state_dict(state["optimizer"])
@@ -260,27 +265,30 @@ def train(args, dist) -> int:
         return value
 
     def save() -> None:
-        rng = gather_objects(capture_rng_state(), dist)
-        if dist.is_main:
-            training_state = {
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": precision.state_dict(), "rng": rng, "task_ids": list(tasks),
-                "tasks": {str(run.task.id): run.state_dict() for run in runs}, "schedule": schedule.state_dict(),
-                "world_size": dist.world_size, "args": dict(vars(args)), "fresh_names": sorted(rates.fresh_names),
-            }
-            path = save_checkpoint(checkpoints_dir, step, model, training_state, args.keep_last)
-            log.info(f"saved {path}")
-        barrier(dist)
+        def training_state(rng):
+            return {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                    "scaler": precision.state_dict(), "rng": rng, "task_ids": list(tasks),
+                    "tasks": {str(run.task.id): run.state_dict() for run in runs}, "schedule": schedule.state_dict(),
+                    "world_size": dist.world_size, "args": dict(vars(args)), "fresh_names": sorted(rates.fresh_names)}
 
-    meters = {run.task.id: MetricMeter(("loss",), dist.device) for run in runs}
+        path = save_on_main(dist, checkpoints_dir, step, model, training_state, args.keep_last)
+        if path is not None:
+            log.info(f"saved {path}")
+
+    meters = {run.task.id: MetricMeter(("loss",), dist.device, args.max_nonfinite_steps,
+                                       label=f"task {run.task.id} ({run.task.name})") for run in runs}
     last_saved = step
     while step < total_steps:
         run = schedule.next_task()
         if run is None:
             break
         micro_batches = [to_device(batch, dist.device) for batch in run.next_batches()]
-        out = train_step(model, micro_batches, run.objective, optimizer, scheduler, precision, dist, args.max_grad_norm)
-        meters[run.task.id].update(out)
+        with out_of_memory_error(f"task {run.task.id} ({run.task.name})", run.sampler.global_batch_size,
+                                 run.micro_batch, run.accumulation):
+            out = train_step(model, micro_batches, run.objective, optimizer, scheduler, precision, dist,
+                             args.max_grad_norm)
+        meters[run.task.id].update(out, step + 1, lambda r=run, e=run.epoch, s=run.step_in_epoch - 1:
+                                   f"dataset indices {r.sampler.batch_indices(e, s)} of the {r.task.config.train_split} split")
         step += 1
 
         if step % args.log_every == 0 or step == total_steps:

@@ -400,4 +400,8 @@ def make_loader(dataset: Dataset, sampler, batch_size: int, num_workers: int = 0
                   collate_fn=collate_trimmed if trim_padding else default_collate)
     if num_workers > 0:
         kwargs.update(prefetch_factor=prefetch_factor, persistent_workers=False)
+    if num_workers > 0:  # a dead worker then names the sample it was loading
+        from vilbert.training.loop import TrackedDataset
+
+        dataset = TrackedDataset(dataset, num_workers)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=False, **kwargs)

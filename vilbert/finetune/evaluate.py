@@ -160,14 +160,12 @@ def save_best(model: torch.nn.Module, directory: Path, record: dict) -> None:
     model.safetensors, and metrics.json saying when and how well)."""
     import shutil
 
+    from vilbert.training.checkpoint import recover_directory, replace_directory
+
     tmp = directory.with_name(directory.name + ".tmp")
-    old = directory.with_name(directory.name + ".old")
     shutil.rmtree(tmp, ignore_errors=True)
     unwrap_model(model).save_pretrained(tmp)
     write_metrics(tmp / "metrics.json", record)
-    # Swap by renames so a crash at any point leaves a complete best directory (new, or old in .old).
-    shutil.rmtree(old, ignore_errors=True)
-    if directory.exists():
-        directory.replace(old)
-    tmp.replace(directory)
-    shutil.rmtree(old, ignore_errors=True)
+    # Swap by renames so a crash at any point leaves a complete best directory (new, or old in .old-*).
+    recover_directory(directory)
+    replace_directory(tmp, directory)

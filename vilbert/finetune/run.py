@@ -13,6 +13,7 @@ from vilbert.data.collate import TEXT_KEYS, collate, model_inputs
 from vilbert.tasks.registry import Task
 from vilbert.training import DistInfo, EvalSampler, TrainSampler, batches_per_step
 from vilbert.training.cli import SetupError
+from vilbert.training.loop import TrackedDataset
 
 NUM_TASK_TOKENS = 20  # rows of 12-in-1's task-token table (vilbert.model.NUM_TASK_TOKENS)
 
@@ -51,6 +52,8 @@ def make_loader(dataset: Dataset, sampler, batch_size: int, num_workers: int, pi
     seeded generator leaves the global torch RNG alone, so a resumed run draws the same dropout."""
     generator = torch.Generator()
     generator.manual_seed(seed)
+    if num_workers > 0:  # a dead worker then names the sample it was loading
+        dataset = TrackedDataset(dataset, num_workers)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=num_workers,
                       collate_fn=collate_trimmed_text, pin_memory=pin_memory, generator=generator,
                       drop_last=False)
@@ -141,7 +144,8 @@ class TaskRun:
         """This rank's micro-batches of the task's next optimizer step (on the CPU)."""
         if self._batches is None:
             self.sampler.set_epoch(self.epoch, self.step_in_epoch)
-            self._batches = batches_per_step(self.loader, self.accumulation)
+            self._batches = batches_per_step(self.loader, self.accumulation, where=f"task {self.task.id} "
+                                             f"({self.task.name}), {self.task.config.train_split} split")
         batches = next(self._batches)
         self.steps_done += 1
         self.step_in_epoch += 1

@@ -8,18 +8,26 @@ Layout (`checkpoints_dir` is `<output_dir>/<save_name>/checkpoints`):
                                          data position, global step, epoch, anything else given
 
     path = save_checkpoint(checkpoints_dir, step, model, training_state, keep_last=3)   # rank 0
+    path = save_on_main(dist, checkpoints_dir, step, model, make_state, keep_last)    # every rank
     latest = find_latest_checkpoint(checkpoints_dir)       # newest complete step-N or None
     path = resolve_resume(resume, checkpoints_dir)         # "auto" | a directory | None
     state = load_training_state(path)                      # a dict, torch.load(weights_only=True)
     rng = capture_rng_state(); restore_rng_state(rng)      # python, numpy, torch CPU and CUDA
 
-A save is written into `step-<N>.tmp-<pid>` and renamed to `step-<N>` only once every file is on
-disk, so a run killed mid-save leaves a `.tmp-*` directory (ignored and cleaned up) rather than a
-half-written `step-<N>`. Only the main rank writes; callers gather per-rank state beforehand.
+A save is written into `step-<N>.tmp-<pid>`, its manifest (`complete.json`: every file's size)
+last, and renamed to `step-<N>` only once every file is on disk. A run killed at any moment
+therefore leaves either a `.tmp-*` directory (ignored and cleaned up) or a complete `step-<N>`;
+a directory whose files do not match its manifest (copied in part, truncated) is never resumed
+from. A failed save (disk full, read-only file system) removes its `.tmp-*` directory and raises
+CheckpointError saying which earlier checkpoint is intact; pruning runs only after a save
+succeeded and never touches the newest complete checkpoint. A directory being replaced or pruned is
+first renamed aside (`.old-*`, `.del-*`), so no `step-<N>` is ever half deleted. Only the main rank writes;
+`save_on_main` gathers every rank's RNG state first and hands a failure to every rank.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -29,9 +37,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .distributed import unwrap_model
+from .cli import RunError
+from .distributed import broadcast_object, gather_objects, unwrap_model
 
 TRAINING_STATE = "training_state.pt"
+MANIFEST = "complete.json"  # written last: {"files": {name: size in bytes}}
 _STEP_DIR = re.compile(r"^step-(\d+)$")
 
 
@@ -66,9 +76,26 @@ def step_of(path: Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
+class CheckpointError(RunError):
+    """A checkpoint could not be written; the message names it and the checkpoint still intact."""
+
+    everywhere = True  # save_on_main raises it on every rank
+
+
 def is_complete(path: Path) -> bool:
+    """A `step-<N>` directory whose files are all there with the sizes its manifest lists (one
+    written before manifests existed: its three files present)."""
     path = Path(path)
-    return step_of(path) is not None and (path / TRAINING_STATE).is_file() and (path / "config.json").is_file()
+    if step_of(path) is None:
+        return False
+    manifest = path / MANIFEST
+    if not manifest.is_file():
+        return all((path / name).is_file() for name in (TRAINING_STATE, "config.json", "model.safetensors"))
+    try:
+        files = json.loads(manifest.read_text())["files"]
+        return TRAINING_STATE in files and all((path / name).stat().st_size == size for name, size in files.items())
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
 
 
 def list_checkpoints(checkpoints_dir: str | os.PathLike) -> list[Path]:
@@ -106,32 +133,90 @@ def _fsync_tree(root: Path) -> None:
                 os.fsync(f.fileno())
 
 
+def _write_manifest(directory: Path) -> None:
+    files = {p.name: p.stat().st_size for p in sorted(directory.iterdir()) if p.is_file()}
+    (directory / MANIFEST).write_text(json.dumps({"files": files}, indent=1))
+
+
 def save_checkpoint(checkpoints_dir: str | os.PathLike, step: int, model: torch.nn.Module,
                     training_state: dict, keep_last: int | None = None) -> Path:
-    """Write `step-<step>/` (model.save_pretrained + training_state.pt) atomically; prune to the
-    newest `keep_last` complete checkpoints (None or 0 keeps all). Returns the final directory."""
+    """Write `step-<step>/` (model.save_pretrained + training_state.pt + manifest) atomically; then
+    prune to the newest `keep_last` complete checkpoints (None or 0 keeps all). Returns the final
+    directory. Any failure to write raises CheckpointError, the earlier checkpoints untouched."""
     root = Path(checkpoints_dir)
-    root.mkdir(parents=True, exist_ok=True)
     final = root / f"step-{step}"
     tmp = root / f"step-{step}.tmp-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-
-    unwrap_model(model).save_pretrained(tmp)
-    torch.save({**training_state, "global_step": step}, tmp / TRAINING_STATE)
-    _fsync_tree(tmp)
-
-    if final.exists():  # the same step saved again (e.g. an end-of-run save after a periodic one)
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _fsync_dir(root)
-
-    cleanup_partial(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        cleanup_partial(root)
+        tmp.mkdir()
+        unwrap_model(model).save_pretrained(tmp)
+        torch.save({**training_state, "global_step": step}, tmp / TRAINING_STATE)
+        _write_manifest(tmp)
+        _fsync_tree(tmp)
+        replace_directory(tmp, final)  # the same step saved again (an end-of-run save after a periodic one)
+    except Exception as exc:  # OSError (ENOSPC, EROFS, EDQUOT), or torch's RuntimeError for a failed write
+        shutil.rmtree(tmp, ignore_errors=True)
+        recover_directory(final)  # a failure between the renames of a step saved again
+        previous = find_latest_checkpoint(root)
+        intact = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
+        reason = f"{exc.strerror} ({exc.filename})" if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise CheckpointError(f"cannot write checkpoint {final}: {reason.splitlines()[0] if reason else type(exc).__name__}; "
+                              f"{intact}") from exc
     if keep_last:
         for old in list_checkpoints(root)[:-keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
+            if old != final:
+                _remove_directory(old)
     return final
+
+
+def _remove_directory(path: Path) -> None:
+    """Prune a checkpoint: renamed aside first (a `step-<N>` never exists half deleted); a failure
+    leaves it where it was, for the next save to prune."""
+    trash = path.with_name(f"{path.name}.del-{os.getpid()}")
+    try:
+        os.replace(path, trash)
+    except OSError:
+        return
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def replace_directory(new: Path, final: Path) -> None:
+    """Rename `new` to `final`, putting an existing `final` aside first: killed at any moment, a
+    complete `final` or its `.old-*` copy (restored by `recover_directory`) is left."""
+    new, final = Path(new), Path(final)
+    old = final.with_name(f"{final.name}.old-{os.getpid()}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(new, final)
+    _fsync_dir(final.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_directory(final: Path) -> None:
+    """After a kill between the two renames of `replace_directory`: put the `.old-*` copy back."""
+    final = Path(final)
+    if not final.exists():
+        olds = sorted(final.parent.glob(f"{final.name}.old-*")) if final.parent.is_dir() else []
+        if olds:
+            os.replace(olds[-1], final)
+
+
+def save_on_main(dist, checkpoints_dir: str | os.PathLike, step: int, model: torch.nn.Module,
+                 make_state, keep_last: int | None = None) -> Path | None:
+    """Every rank calls it: gathers the RNG states, rank 0 writes `make_state(rng_states)` with
+    save_checkpoint, and a CheckpointError on rank 0 is raised on every rank (so none waits)."""
+    rng = gather_objects(capture_rng_state(), dist)
+    path, error = None, None
+    if dist.is_main:
+        try:
+            path = save_checkpoint(checkpoints_dir, step, model, make_state(rng), keep_last)
+        except CheckpointError as exc:
+            error = str(exc)
+    error = broadcast_object(error, dist)  # also the barrier after which the checkpoint exists
+    if error:
+        raise CheckpointError(error)
+    return path
 
 
 def _fsync_dir(path: Path) -> None:
@@ -146,10 +231,13 @@ def _fsync_dir(path: Path) -> None:
 
 
 def cleanup_partial(checkpoints_dir: str | os.PathLike) -> None:
-    """Remove `step-N.tmp-*` directories left by a run killed while saving."""
+    """Remove the `step-N.tmp-*`, `.old-*` and `.del-*` directories left by a run killed while
+    saving or pruning (an `.old-*` whose `step-N` is missing is put back instead)."""
     root = Path(checkpoints_dir)
     if root.is_dir():
-        for path in root.glob("step-*.tmp-*"):
+        for path in root.glob("step-*.old-*"):
+            recover_directory(root / path.name.split(".old-")[0])
+        for path in [*root.glob("step-*.tmp-*"), *root.glob("step-*.old-*"), *root.glob("step-*.del-*")]:
             shutil.rmtree(path, ignore_errors=True)
 
 

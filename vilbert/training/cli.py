@@ -13,6 +13,7 @@ wrapper that turns a setup error into one line on stderr and always tears the pr
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from typing import Callable
 
@@ -25,11 +26,18 @@ class SetupError(RuntimeError):
     """A problem found before training or evaluation starts; the message is one line."""
 
 
-def fail(script: str, message: str, dist=None) -> int:
-    """Print `script: error: message` (rank 0 of `dist`, a DistInfo, if given) and return exit status 2."""
+class RunError(RuntimeError):
+    """A fault during a run (a checkpoint that cannot be written, out of memory, a dead DataLoader
+    worker, non-finite losses); the message is one line naming what and where."""
+
+    everywhere = False  # raised on every rank alike (then rank 0 alone prints it)
+
+
+def fail(script: str, message: str, dist=None, status: int = 2) -> int:
+    """Print `script: error: message` (rank 0 of `dist`, a DistInfo, if given) and return `status`."""
     if dist is None or dist.is_main:
         print(f"{script}: error: {message}", file=sys.stderr, flush=True)
-    return 2
+    return status
 
 
 def add_runtime_arguments(parser: argparse.ArgumentParser, group=None, *, fp16_alias: bool = False) -> None:
@@ -46,6 +54,13 @@ def add_runtime_arguments(parser: argparse.ArgumentParser, group=None, *, fp16_a
                        help="torch.compile the encoder; auto: on CUDA devices only (on a CPU the compile time "
                             "dominates short runs and buys little for this model's small shapes on a few cores)")
     parser.add_argument("--local_rank", "--local-rank", dest="local_rank", type=int, default=-1, help=argparse.SUPPRESS)
+
+
+def add_fault_arguments(group) -> None:
+    """--max_nonfinite_steps of the training scripts."""
+    group.add_argument("--max_nonfinite_steps", type=int, default=10,
+                       help="stop after this many steps in a row with a non-finite loss or gradient (each is skipped: "
+                            "weights and optimizer state untouched); 0: never stop")
 
 
 def check_runtime_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -77,13 +92,28 @@ def build_on_main_first(build: Callable[[], object], dist, errors: tuple = (File
 def run_script(script: str, body: Callable, args: argparse.Namespace) -> int:
     """Join the process group (torchrun, torch.distributed.launch or a single process), run
     body(args, dist), and leave the group whatever happens. A SetupError (bad flag, file or task)
-    ends the run with exit code 2 and one line naming what is wrong."""
+    ends the run with exit code 2 and one line naming what is wrong; a RunError (a fault during
+    training) with exit code 1 and one line, printed by the rank it happened on."""
     from vilbert.training.distributed import cleanup_distributed, init_distributed
 
     dist = init_distributed(args.local_rank, args.device)
+    fault = None
     try:
         return body(args, dist)
     except SetupError as exc:
         return fail(script, str(exc), dist)
+    except RunError as exc:
+        fault = (str(exc), dist if exc.everywhere else None)
+    except RuntimeError as exc:
+        # A DataLoader worker's death signalled (SIGCHLD) while the step ran, outside the loader's
+        # own guard (loop.guard_workers), which names the task and samples.
+        if not str(exc).startswith("DataLoader worker"):
+            raise
+        fault = (f"{str(exc).splitlines()[0]} (a worker process of a training or validation loader)", None)
     finally:
         cleanup_distributed(dist)
+    # Out of the except block the run's frames are gone, and with them its progress bar, which
+    # prints its last state when closed: the error comes last.
+    gc.collect()
+    sys.stderr.flush()
+    return fail(script, fault[0], fault[1], status=1)

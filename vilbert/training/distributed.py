@@ -70,6 +70,15 @@ def init_distributed(local_rank: int | None = None, device: str | None = None,
         kwargs = dict(backend=backend, timeout=timedelta(minutes=timeout_minutes))
         if use_cuda:
             kwargs["device_id"] = dev  # lets NCCL bind the communicator eagerly
+        restart = os.environ.get("TORCHELASTIC_RESTART_COUNT")
+        if restart is not None:
+            # torchrun --max-restarts: the workers of a restart meet in the store the dead ones
+            # used, where the process group's keys (each rank's gloo/NCCL address) still hold the
+            # old values; a rank that read one before its peer rewrote it connected to a dead
+            # port ("Gloo connectFullMesh failed ... Connection refused", 2 restarts in 5 here).
+            # Keys under a per-attempt prefix cannot be stale.
+            store, rank, size = next(torch_dist.rendezvous("env://", timeout=kwargs["timeout"]))
+            kwargs.update(store=torch_dist.PrefixStore(f"vilbert/attempt-{restart}", store), rank=rank, world_size=size)
         torch_dist.init_process_group(**kwargs)
     return DistInfo(rank=torch_dist.get_rank(), local_rank=local_rank,
                     world_size=torch_dist.get_world_size(), device=dev, backend=backend)

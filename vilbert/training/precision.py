@@ -66,11 +66,22 @@ class Precision:
         if self.scaler is not None:
             self.scaler.unscale_(optimizer)
 
-    def step(self, optimizer: torch.optim.Optimizer) -> None:
-        if self.scaler is not None:
+    def step(self, optimizer: torch.optim.Optimizer, skip: torch.Tensor | None = None) -> None:
+        """The optimizer step, not taken where `skip` (a () bool device tensor) is true. The fused
+        AdamW kernel takes the flag on the device (as GradScaler hands it its found-inf flag) and
+        also winds its step counts back: no host sync. Other optimizers read it on the host."""
+        if self.scaler is not None:  # the scaler skips non-finite gradients itself
             self.scaler.step(optimizer)
             self.scaler.update()
-        else:
+        elif skip is None:
+            optimizer.step()
+        elif getattr(optimizer, "_step_supports_amp_scaling", False):
+            optimizer.found_inf = skip.float()  # () like the step counts it is subtracted from
+            try:
+                optimizer.step()
+            finally:
+                del optimizer.found_inf
+        elif not bool(skip):
             optimizer.step()
 
     def state_dict(self) -> dict:

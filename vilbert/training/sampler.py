@@ -64,6 +64,11 @@ class TrainSampler(Sampler):
         self.epoch = epoch
         self.start_step = start_step
 
+    def batch_indices(self, epoch: int, step: int) -> list[int]:
+        """The dataset indices of global batch `step` of `epoch` (every rank's share), for messages."""
+        order = epoch_permutation(self.num_samples, self.seed, epoch) if self.shuffle else np.arange(self.num_samples)
+        return [int(i) for i in order[step * self.global_batch_size:(step + 1) * self.global_batch_size]]
+
     def __iter__(self) -> Iterator[tuple[int, int]]:
         if self.shuffle:
             order = epoch_permutation(self.num_samples, self.seed, self.epoch)
