@@ -76,3 +76,15 @@ def test_bad_encoding_is_an_error_naming_the_field():
         tiny_config(v_location_encoding="sinusoid")
     with pytest.raises(ValueError, match="v_location_frequencies"):
         tiny_config(v_location_encoding="fourier", v_location_frequencies=0)
+
+
+def test_fourier_model_saves_and_loads_with_its_encoding(tmp_path):
+    model = _model("fourier")
+    inputs = random_inputs(model.config)
+    model.save_pretrained(tmp_path)
+    loaded = ViLBertModel.from_pretrained(tmp_path).eval()
+    assert loaded.config.v_location_encoding == "fourier"
+    with torch.no_grad():
+        assert torch.equal(loaded(**inputs).sequence_output_v, model(**inputs).sequence_output_v)
+    with pytest.raises(ValueError, match="location_projection"):  # not into the originals' encoding
+        ViLBertModel.from_pretrained(tmp_path, config=tiny_config())
