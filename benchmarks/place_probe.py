@@ -4,6 +4,7 @@
     python benchmarks/place_probe.py --task top --feature-scale 0        # no features: learned at once
     python benchmarks/place_probe.py --task top --location-init-std 0.6  # location visible: learned
     python benchmarks/place_probe.py --task above --location-init-std 0.44 --steps 300
+    python benchmarks/place_probe.py --task top --location-encoding fourier  # config's v_location_encoding
 
 A model of --config from scratch, trained with its VL-classifier head on random regions: each
 region's feature is one of six random 2048-d "kinds" at detector scale (N(0, 0.83^2) per value, norm
@@ -29,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from vilbert import ViLBertConfig  # noqa: E402
+from vilbert.config import LOCATION_ENCODINGS  # noqa: E402
 from vilbert.model import ViLBertForVLTasks  # noqa: E402
 
 
@@ -67,6 +69,8 @@ def main(argv=None) -> int:
     p.add_argument("--config", default=str(REPO / "config" / "demo_minilm.json"))
     p.add_argument("--location-init-std", type=float, default=None,
                    help="std of the location projection's initial weights (default: the config's initializer_range)")
+    p.add_argument("--location-encoding", choices=LOCATION_ENCODINGS, default=None,
+                   help="the config's v_location_encoding (default: the config file's)")
     p.add_argument("--feature-scale", type=float, default=1.0, help="multiplies every region feature (0: none)")
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
@@ -75,6 +79,8 @@ def main(argv=None) -> int:
     torch.manual_seed(args.seed)
     config = ViLBertConfig.from_json_file(args.config)
     config.vl_classifier = "12in1"
+    if args.location_encoding is not None:
+        config.v_location_encoding = args.location_encoding
     model = ViLBertForVLTasks(config, num_labels=2)
     if args.location_init_std is not None:
         torch.nn.init.normal_(model.vilbert.region_embeddings.location_projection.weight, std=args.location_init_std)

@@ -35,3 +35,14 @@ def test_runs_on_a_tiny_config(capsys):
     probe = _script()
     assert probe.main(["--task", "kind", "--config", str(REPO / "config" / "vilbert_tiny.json"), "--steps", "50"]) == 0
     assert "kind step 50: training accuracy" in capsys.readouterr().out
+
+
+def test_location_encoding_option_reaches_the_model(capsys, monkeypatch):
+    probe = _script()
+    built = []
+    real = probe.ViLBertForVLTasks
+    monkeypatch.setattr(probe, "ViLBertForVLTasks", lambda config, **kw: built.append(config) or real(config, **kw))
+    args = ["--task", "top", "--config", str(REPO / "config" / "vilbert_tiny.json"), "--steps", "50"]
+    assert probe.main(args + ["--location-encoding", "fourier"]) == 0
+    assert built[-1].v_location_encoding == "fourier"
+    assert "top step 50: training accuracy" in capsys.readouterr().out

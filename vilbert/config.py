@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional, Union
 VL_CLASSIFIERS = ("beta", "12in1")
 FUSION_METHODS = ("mul", "sum")
 HIDDEN_ACTS = ("gelu", "relu", "gelu_new", "gelu_pytorch_tanh", "swish", "silu")
+LOCATION_ENCODINGS = ("linear", "uniter", "fourier")
 
 
 @dataclass
@@ -47,6 +48,14 @@ class ViLBertConfig:
     v_hidden_dropout_prob: float = 0.1
     v_attention_probs_dropout_prob: float = 0.1
     v_initializer_range: float = 0.02  # read by the originals' config only; init uses initializer_range
+    # How a region's 5-d box (x1, y1, x2, y2, area; fractions of the picture) enters its embedding.
+    # "linear": LayerNorm(Linear(feature) + Linear(box)), the originals' (every original config).
+    # "uniter": the box as 7-d (x1, y1, x2, y2, width, height, area), features and box each projected
+    #   and LayerNorm-ed apart before the sum and the shared LayerNorm (UNITER's region embedding).
+    # "fourier": as "uniter", the 7 numbers first encoded as sin / cos(2^k pi v), k < v_location_frequencies.
+    # Not in the originals: a checkpoint loads only into a model of its own encoding.
+    v_location_encoding: str = "linear"
+    v_location_frequencies: int = 6  # "fourier" only: frequencies per box number
 
     # Co-attention: block k runs after visual layer v_biattention_id[k] - 1 and text layer
     # t_biattention_id[k] - 1 (REFERENCE 1 schedule).
@@ -143,6 +152,10 @@ class ViLBertConfig:
         for name in ("hidden_act", "v_hidden_act"):
             if getattr(self, name) not in HIDDEN_ACTS:
                 fail(name, f"must be one of {HIDDEN_ACTS}")
+        if self.v_location_encoding not in LOCATION_ENCODINGS:
+            fail("v_location_encoding", f"must be one of {LOCATION_ENCODINGS}")
+        if self.v_location_frequencies < 1:
+            fail("v_location_frequencies", "must be at least 1")
         if self.visual_target not in (0, 1):
             fail("visual_target", "only 0 (KL to class distribution) and 1 (feature MSE) are implemented")
         if self.vl_classifier not in VL_CLASSIFIERS:

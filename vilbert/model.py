@@ -297,18 +297,46 @@ class TextEmbeddings(nn.Module):
 
 
 class RegionEmbeddings(nn.Module):
-    """LayerNorm(Linear(feature) + Linear(location)), dropout; no position or type embedding."""
+    """Region feature and box -> embedding; no position or type embedding.
+
+    v_location_encoding "linear" (the originals): LayerNorm(Linear(feature) + Linear(box)), dropout.
+    "uniter" / "fourier": LayerNorm(LayerNorm(Linear(feature)) + LayerNorm(Linear(encoded box))), dropout,
+    the box widened to 7 numbers (and, for "fourier", each encoded by sines and cosines), so that the
+    place reaches the sum at the scale of the appearance from the first step.
+    """
 
     def __init__(self, c: ViLBertConfig):
         super().__init__()
+        self.encoding = c.v_location_encoding
+        box_size = {"linear": 5, "uniter": 7, "fourier": 14 * c.v_location_frequencies}[self.encoding]
         self.feature_projection = nn.Linear(c.v_feature_size, c.v_hidden_size)
-        self.location_projection = nn.Linear(5, c.v_hidden_size)
+        self.location_projection = nn.Linear(box_size, c.v_hidden_size)
+        if self.encoding != "linear":
+            self.feature_norm = nn.LayerNorm(c.v_hidden_size, eps=c.layer_norm_eps)
+            self.location_norm = nn.LayerNorm(c.v_hidden_size, eps=c.layer_norm_eps)
+            frequencies = math.pi * 2.0 ** torch.arange(c.v_location_frequencies, dtype=torch.float32)
+            self.register_buffer("frequencies", frequencies, persistent=False)
         self.norm = nn.LayerNorm(c.v_hidden_size, eps=c.layer_norm_eps)
         self.dropout = nn.Dropout(c.v_hidden_dropout_prob)
 
+    def encode_box(self, locations):
+        """(B, R, 5) x1, y1, x2, y2, area -> the location projection's input."""
+        if self.encoding == "linear":
+            return locations
+        x1, y1, x2, y2, area = locations.unbind(-1)
+        box = torch.stack([x1, y1, x2, y2, x2 - x1, y2 - y1, area], -1)  # (B, R, 7)
+        if self.encoding == "uniter":
+            return box
+        angles = (box.unsqueeze(-1) * self.frequencies).flatten(-2)  # (B, R, 7 * F)
+        return torch.cat([angles.sin(), angles.cos()], -1)  # (B, R, 14 * F)
+
     def forward(self, features, locations):
         """features (B, R, v_feature_size), locations (B, R, 5) -> (B, R, v_hidden_size)."""
-        return self.dropout(self.norm(self.feature_projection(features) + self.location_projection(locations)))
+        appearance = self.feature_projection(features)
+        place = self.location_projection(self.encode_box(locations))
+        if self.encoding != "linear":
+            appearance, place = self.feature_norm(appearance), self.location_norm(place)
+        return self.dropout(self.norm(appearance + place))
 
 
 class WeightNormLinear(nn.Module):
