@@ -288,7 +288,12 @@ class TextEmbeddings(nn.Module):
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         positions = torch.arange(T, device=input_ids.device)
-        x = self.word_embeddings(input_ids) + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
+        words = self.word_embeddings
+        # A sparse lookup gradient (set where a tied decoder makes the sum dense) only in eager mode:
+        # a compiled graph keeps the dense one.
+        sparse = words.sparse and not torch.compiler.is_compiling()
+        words = F.embedding(input_ids, words.weight, words.padding_idx, sparse=sparse)
+        x = words + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
         if self.task_embeddings is not None:
             if task_tokens is None:
                 raise ValueError("this model has task_specific_tokens: pass task_tokens (B,) or (B, 1) task ids")
