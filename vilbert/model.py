@@ -22,6 +22,7 @@ from vilbert.config import ViLBertConfig
 NUM_TASK_TOKENS = 20  # 12-in-1's task-token embedding table has 20 rows
 GQA_NUM_LABELS = 1533  # sizes of 12-in-1's extra task heads, fixed in its code
 MASK_VALUE = -10000.0  # additive mask for padding, as the originals
+CPU_MLM_HEAD_FP32 = True  # MLM head in fp32 under CPU autocast (MaskedLanguageModelHead; off only to compare)
 
 
 def _activation(name: str):
@@ -287,7 +288,12 @@ class TextEmbeddings(nn.Module):
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         positions = torch.arange(T, device=input_ids.device)
-        x = self.word_embeddings(input_ids) + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
+        words = self.word_embeddings
+        # A sparse lookup gradient (set where a tied decoder makes the sum dense) only in eager mode:
+        # a compiled graph keeps the dense one.
+        sparse = words.sparse and not torch.compiler.is_compiling()
+        words = F.embedding(input_ids, words.weight, words.padding_idx, sparse=sparse)
+        x = words + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
         if self.task_embeddings is not None:
             if task_tokens is None:
                 raise ValueError("this model has task_specific_tokens: pass task_tokens (B,) or (B, 1) task ids")
@@ -409,6 +415,11 @@ class MaskedLanguageModelHead(nn.Module):
 
     def forward(self, x):
         """x (..., hidden) -> (..., vocab_size)."""
+        if x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and CPU_MLM_HEAD_FP32:
+            # On a CPU, fp32 here: autocast would cast the whole 30,522 x 768 tied matrix to bf16
+            # and its gradient back, for a few dozen masked rows (docs/PERFORMANCE.md).
+            with torch.autocast("cpu", enabled=False):
+                return self.decoder(self.transform(x.float())) + self.bias
         return self.decoder(self.transform(x)) + self.bias
 
 
@@ -723,6 +734,10 @@ class ViLBertForPretraining(ViLBertPreTrainedModel):
         super().__init__(config)
         self.vilbert = ViLBertModel(config)
         self.mlm_head = MaskedLanguageModelHead(config, self.vilbert.text_embeddings.word_embeddings)
+        # The decoder gives the tied matrix a dense gradient in every step; the lookup's own part
+        # comes sparse (the rows of this batch's tokens) and is added into it, instead of a full
+        # 30,522 x 768 zero-filled gradient added to the decoder's (docs/PERFORMANCE.md).
+        self.vilbert.text_embeddings.word_embeddings.sparse = True
         self.region_head = MaskedRegionHead(config)
         self.alignment_head = nn.Linear(config.bi_hidden_size, 2)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
