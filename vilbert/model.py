@@ -288,12 +288,7 @@ class TextEmbeddings(nn.Module):
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         positions = torch.arange(T, device=input_ids.device)
-        words = self.word_embeddings
-        # A sparse lookup gradient (set where a tied decoder makes the sum dense) only in eager mode:
-        # a compiled graph keeps the dense one.
-        sparse = words.sparse and not torch.compiler.is_compiling()
-        words = F.embedding(input_ids, words.weight, words.padding_idx, sparse=sparse)
-        x = words + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
+        x = self.word_embeddings(input_ids) + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
         if self.task_embeddings is not None:
             if task_tokens is None:
                 raise ValueError("this model has task_specific_tokens: pass task_tokens (B,) or (B, 1) task ids")
@@ -734,10 +729,6 @@ class ViLBertForPretraining(ViLBertPreTrainedModel):
         super().__init__(config)
         self.vilbert = ViLBertModel(config)
         self.mlm_head = MaskedLanguageModelHead(config, self.vilbert.text_embeddings.word_embeddings)
-        # The decoder gives the tied matrix a dense gradient in every step; the lookup's own part
-        # comes sparse (the rows of this batch's tokens) and is added into it, instead of a full
-        # 30,522 x 768 zero-filled gradient added to the decoder's (docs/PERFORMANCE.md).
-        self.vilbert.text_embeddings.word_embeddings.sparse = True
         self.region_head = MaskedRegionHead(config)
         self.alignment_head = nn.Linear(config.bi_hidden_size, 2)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
