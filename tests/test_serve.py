@@ -10,6 +10,7 @@ import socket
 import struct
 import time
 import zlib
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -280,3 +281,18 @@ def socket_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         yield sock.getsockname()[1]
+
+
+def test_bench_serve_times_every_mode_new_and_cached(setup, capsys, monkeypatch):
+    """benchmarks/bench_serve.py (the figures of docs/SERVE.md, "Speed") on the tiny checkpoint."""
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import bench_serve
+
+    assert bench_serve.main(["--checkpoint", str(setup.checkpoint), "--bert_model", str(setup.bert), "--device", "cpu",
+                             "--backbone", "pixels", "--boxes", "gt", "--boxes-file", setup.features.boxes_file,
+                             "--gallery", str(setup.gallery), "--no-cache", "--pictures", "2", "--threads", "1"]) == 0
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "---" not in line]
+    counts = {(row[0][2:], row[1]): int(row[4].rstrip(" |")) for row in rows[1:]}
+    assert counts == {("question", "new"): 2, ("question", "cached"): 2, ("expression", "cached"): 4,
+                      ("caption", "cached"): 4}
+    assert all(float(row[2]) > 0 for row in rows[1:])
