@@ -41,7 +41,7 @@ import yaml
 
 from . import captions, chance
 from . import twelve_formats as formats
-from .make import _extract, _Pictures, _unique_ids, _write_json, _write_jsonl
+from .make import _extract, _jsonl_text, _Pictures, _unique_ids, _write_json, _write_jsonl
 from .vqa import AnswerBalancer
 from .world import box_iou, sample_scene
 
@@ -189,7 +189,7 @@ def _write_gzip_jsonl(path: Path, records: list[dict]) -> None:
     """JSON lines, gzip-compressed without a time stamp or file name (byte-identical per seed)."""
     buffer = io.BytesIO()
     with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0) as f:
-        f.write("".join(json.dumps(r, sort_keys=True, separators=(",", ":")) + "\n" for r in records).encode("utf-8"))
+        f.write(_jsonl_text(records).encode("utf-8"))
     path.write_bytes(buffer.getvalue())
 
 
