@@ -197,6 +197,7 @@ class _World:
     """What the base world offers the 12-in-1 part: its scenes and which split each picture is in."""
 
     def __init__(self, root: Path):
+        from vilbert.data.files import read_jsonl
         from vilbert.safe_pickle import safe_load
 
         self.root = root
@@ -216,8 +217,8 @@ class _World:
         self.flickr = _scenes(root / "flickr30k")
         self.flickr_split = {}
         for split, name in captions.FLICKR_JSONLINE.items():
-            lines = (root / "flickr30k" / name).read_text().splitlines()
-            self.flickr_split[split] = [Path(json.loads(line)["img_path"]).stem for line in lines]
+            records = read_jsonl(root / "flickr30k" / name)
+            self.flickr_split[split] = [Path(record["img_path"]).stem for record in records]
 
 
 def _make_nlvr2(root: Path, size: TwelveSize, seed: int) -> dict:
