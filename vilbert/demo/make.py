@@ -140,8 +140,13 @@ def _write_json(path: Path, data, indent=None) -> None:
     path.write_text(json.dumps(data, sort_keys=True, indent=indent, separators=separators, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
+def _jsonl_text(records) -> str:
+    """Deterministic JSON lines: sorted keys, fixed separators, one record a line."""
+    return "".join(json.dumps(r, sort_keys=True, separators=(",", ":")) + "\n" for r in records)
+
+
 def _write_jsonl(path: Path, records) -> None:
-    path.write_text("".join(json.dumps(r, sort_keys=True, separators=(",", ":")) + "\n" for r in records), encoding="utf-8")
+    path.write_text(_jsonl_text(records), encoding="utf-8")
 
 
 def _unique_ids(rng: np.random.Generator, low: int, high: int, count: int) -> list[int]:

@@ -41,7 +41,7 @@ import yaml
 
 from . import captions, chance
 from . import twelve_formats as formats
-from .make import _extract, _Pictures, _unique_ids, _write_json, _write_jsonl
+from .make import _extract, _jsonl_text, _Pictures, _unique_ids, _write_json, _write_jsonl
 from .vqa import AnswerBalancer
 from .world import box_iou, sample_scene
 
@@ -189,7 +189,7 @@ def _write_gzip_jsonl(path: Path, records: list[dict]) -> None:
     """JSON lines, gzip-compressed without a time stamp or file name (byte-identical per seed)."""
     buffer = io.BytesIO()
     with gzip.GzipFile(filename="", mode="wb", fileobj=buffer, mtime=0) as f:
-        f.write("".join(json.dumps(r, sort_keys=True, separators=(",", ":")) + "\n" for r in records).encode("utf-8"))
+        f.write(_jsonl_text(records).encode("utf-8"))
     path.write_bytes(buffer.getvalue())
 
 
@@ -197,6 +197,7 @@ class _World:
     """What the base world offers the 12-in-1 part: its scenes and which split each picture is in."""
 
     def __init__(self, root: Path):
+        from vilbert.data.files import read_jsonl
         from vilbert.safe_pickle import safe_load
 
         self.root = root
@@ -216,8 +217,8 @@ class _World:
         self.flickr = _scenes(root / "flickr30k")
         self.flickr_split = {}
         for split, name in captions.FLICKR_JSONLINE.items():
-            lines = (root / "flickr30k" / name).read_text().splitlines()
-            self.flickr_split[split] = [Path(json.loads(line)["img_path"]).stem for line in lines]
+            records = read_jsonl(root / "flickr30k" / name)
+            self.flickr_split[split] = [Path(record["img_path"]).stem for record in records]
 
 
 def _make_nlvr2(root: Path, size: TwelveSize, seed: int) -> dict:

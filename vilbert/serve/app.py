@@ -155,17 +155,13 @@ class Service:
 
 def unavailable(predictor: Predictor, mode: str) -> Optional[str]:
     """Why `predictor` cannot answer in `mode` (its checkpoint lacks the head, or the answer
-    vocabulary is missing), or None."""
-    heads = predictor.checkpoint.heads
-    if mode == "question":
-        try:
-            predictor.label2ans()
-        except PredictError as exc:
-            return str(exc)
-    elif mode == "expression" and "vision_logit" not in heads:
-        return f"{predictor.checkpoint.path}: no referring-expression head (vision_logit)"
-    elif mode == "caption" and "vil_logit" not in heads and predictor.alignment_head is None:
-        return f"{predictor.checkpoint.path}: neither a retrieval head (vil_logit) nor an alignment head"
+    vocabulary is missing), or None: the checks the Predictor itself makes before answering."""
+    checks = {"question": predictor.label2ans, "expression": lambda: predictor._require("vision_logit"),
+              "caption": lambda: predictor._caption_head("auto")}
+    try:
+        checks[mode]()
+    except PredictError as exc:
+        return str(exc)
     return None
 
 
