@@ -184,6 +184,19 @@ class Predictor:
             self._label2ans = label2ans
         return self._label2ans
 
+    def check(self, mode: str) -> None:
+        """PredictError (why) where this checkpoint cannot answer `mode` ("question": a VQA head and
+        its answer vocabulary; "expression": the region head; "caption": a retrieval or alignment
+        head): the checks predict/locate/align make before answering, without a picture."""
+        if mode == "question":
+            self.label2ans()
+        elif mode == "expression":
+            self._require("vision_logit")
+        elif mode == "caption":
+            self._caption_head("auto")
+        else:
+            raise ValueError(f"unknown mode {mode!r}")
+
     def _require(self, head: str) -> None:
         if head not in self.checkpoint.heads:
             raise PredictError(f"--checkpoint {self.checkpoint.path}: no trained {head} head in this "

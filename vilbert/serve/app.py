@@ -156,10 +156,8 @@ class Service:
 def unavailable(predictor: Predictor, mode: str) -> Optional[str]:
     """Why `predictor` cannot answer in `mode` (its checkpoint lacks the head, or the answer
     vocabulary is missing), or None: the checks the Predictor itself makes before answering."""
-    checks = {"question": predictor.label2ans, "expression": lambda: predictor._require("vision_logit"),
-              "caption": lambda: predictor._caption_head("auto")}
     try:
-        checks[mode]()
+        predictor.check(mode)
     except PredictError as exc:
         return str(exc)
     return None
