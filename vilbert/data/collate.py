@@ -175,6 +175,10 @@ class TaskDataset(Dataset):
         if use_gt_store:
             self.gt_features = FeatureReader(config.require(config.features_h5path2, "features_h5path2"))
 
+    def fail(self, message: str) -> TaskConfigError:
+        """An error that names the task and split (readers raise it for bad annotations or stores)."""
+        return TaskConfigError(f"{self.config.describe()}, split {self.split}: {message}")
+
     @property
     def cache_dir(self) -> Path:
         """Where tokenised inputs and vocabularies are cached: dataroot/cache, as the originals."""

@@ -20,7 +20,6 @@ import numpy as np
 
 from vilbert.data.cache import cache_key, cached_arrays
 from vilbert.data.collate import TEXT_KEYS, TaskDataset, encode_text, region_arrays
-from vilbert.tasks.config import TaskConfigError
 
 
 class LabelDataset(TaskDataset):
@@ -38,9 +37,6 @@ class LabelDataset(TaskDataset):
         key = cache_key(files, self.tokenizer, self.max_seq_length, reader=reader, split=self.split)
         self.text = cached_arrays(self.cache_dir, f"{reader}_{self.split}", key,
                                   lambda: encode_text(self.tokenizer, self.texts, max_length=self.max_seq_length))
-
-    def fail(self, message: str) -> TaskConfigError:
-        return TaskConfigError(f"{self.config.describe()}, split {self.split}: {message}")
 
     def __len__(self) -> int:
         return len(self.texts)

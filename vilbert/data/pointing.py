@@ -32,7 +32,6 @@ import torch
 
 from vilbert.data.cache import cache_key, cached_arrays
 from vilbert.data.collate import TEXT_KEYS, TaskDataset, encode_text, region_arrays
-from vilbert.tasks.config import TaskConfigError
 from vilbert.tasks.metrics import box_iou
 
 TARGET_IOU_THRESHOLD = 0.5  # candidate targets below this IoU with the answer box are 0 (12-in-1)
@@ -72,9 +71,6 @@ class PointingDataset(TaskDataset):
     def __init__(self, config, split: str, tokenizer):
         super().__init__(config, split, tokenizer, use_gt_store=True)
         self.num_labels = 1
-
-    def fail(self, message: str) -> TaskConfigError:
-        return TaskConfigError(f"{self.config.describe()}, split {self.split}: {message}")
 
     def _encode(self, reader: str, files: list[Path]) -> None:
         """Tokenise the texts once (cached under dataroot/cache, keyed by the annotation files)."""
