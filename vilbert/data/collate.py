@@ -175,6 +175,21 @@ class TaskDataset(Dataset):
         if use_gt_store:
             self.gt_features = FeatureReader(config.require(config.features_h5path2, "features_h5path2"))
 
+    def fail(self, message: str) -> TaskConfigError:
+        """An error that names the task and split (readers raise it for bad annotations or stores)."""
+        return TaskConfigError(f"{self.config.describe()}, split {self.split}: {message}")
+
+    def encode_cached(self, reader: str, files: Sequence[Path], texts: Sequence[str], /, *,
+                      prefix: Optional[str] = None, **settings) -> dict[str, np.ndarray]:
+        """`encode_text` of `texts`, run once and cached under dataroot/cache as
+        `<prefix or reader_split>_<key>.npz`, the key hashing `files`, the tokenizer, max_seq_length,
+        reader, split and `settings` (so __getitem__ only indexes the arrays)."""
+        from vilbert.data.cache import cache_key, cached_arrays
+
+        key = cache_key(files, self.tokenizer, self.max_seq_length, reader=reader, split=self.split, **settings)
+        return cached_arrays(self.cache_dir, prefix or f"{reader}_{self.split}", key,
+                             lambda: encode_text(self.tokenizer, list(texts), max_length=self.max_seq_length))
+
     @property
     def cache_dir(self) -> Path:
         """Where tokenised inputs and vocabularies are cached: dataroot/cache, as the originals."""

@@ -26,8 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vilbert.data.cache import cache_key, cached_arrays
-from vilbert.data.collate import TaskDataset, encode_text
+from vilbert.data.collate import TaskDataset
 from vilbert.data.vqa import MIN_ANSWER_COUNT, VQADataset, check_label2ans, read_label2ans, write_label2ans
 from vilbert.tasks.config import TaskConfig, TaskConfigError
 from vilbert.tasks.metrics import normalize_answer
@@ -120,6 +119,4 @@ class GenomeQADataset(VQADataset):
             if len(labels) != len(scores) or any(not 0 <= int(i) < self.num_labels for i in labels):
                 raise TaskConfigError(f"{config.describe()}: {path}: question {qid}: labels {labels} do not match "
                                       f"scores {scores} or the {self.num_labels}-answer vocabulary")
-        key = cache_key([path], tokenizer, self.max_seq_length, reader="genome_qa", split=split)
-        self.text = cached_arrays(self.cache_dir, f"genome_qa_{split}", key,
-                                  lambda: encode_text(tokenizer, self.questions, max_length=self.max_seq_length))
+        self.text = self.encode_cached("genome_qa", [path], self.questions)

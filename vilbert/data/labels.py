@@ -18,9 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vilbert.data.cache import cache_key, cached_arrays
-from vilbert.data.collate import TEXT_KEYS, TaskDataset, encode_text, region_arrays
-from vilbert.tasks.config import TaskConfigError
+from vilbert.data.collate import TEXT_KEYS, TaskDataset, region_arrays
 
 
 class LabelDataset(TaskDataset):
@@ -35,12 +33,7 @@ class LabelDataset(TaskDataset):
     def _encode(self, reader: str, files: list[Path]) -> None:
         """Tokenise the texts once (cached under dataroot/cache, keyed by the annotation files)."""
         self.labels = np.asarray(self.labels, dtype=np.int64)
-        key = cache_key(files, self.tokenizer, self.max_seq_length, reader=reader, split=self.split)
-        self.text = cached_arrays(self.cache_dir, f"{reader}_{self.split}", key,
-                                  lambda: encode_text(self.tokenizer, self.texts, max_length=self.max_seq_length))
-
-    def fail(self, message: str) -> TaskConfigError:
-        return TaskConfigError(f"{self.config.describe()}, split {self.split}: {message}")
+        self.text = self.encode_cached(reader, files, self.texts)
 
     def __len__(self) -> int:
         return len(self.texts)

@@ -30,9 +30,7 @@ from typing import Union
 import numpy as np
 import torch
 
-from vilbert.data.cache import cache_key, cached_arrays
-from vilbert.data.collate import TEXT_KEYS, TaskDataset, encode_text, region_arrays
-from vilbert.tasks.config import TaskConfigError
+from vilbert.data.collate import TEXT_KEYS, TaskDataset, region_arrays
 from vilbert.tasks.metrics import box_iou
 
 TARGET_IOU_THRESHOLD = 0.5  # candidate targets below this IoU with the answer box are 0 (12-in-1)
@@ -73,17 +71,12 @@ class PointingDataset(TaskDataset):
         super().__init__(config, split, tokenizer, use_gt_store=True)
         self.num_labels = 1
 
-    def fail(self, message: str) -> TaskConfigError:
-        return TaskConfigError(f"{self.config.describe()}, split {self.split}: {message}")
-
     def _encode(self, reader: str, files: list[Path]) -> None:
         """Tokenise the texts once (cached under dataroot/cache, keyed by the annotation files)."""
         if not self.entries:
             raise self.fail(f"no questions in {', '.join(str(f) for f in files)}")
         self.max_candidates = max(len(e.candidates) for e in self.entries)
-        key = cache_key(files, self.tokenizer, self.max_seq_length, reader=reader, split=self.split)
-        self.text = cached_arrays(self.cache_dir, f"{reader}_{self.split}", key,
-                                  lambda: encode_text(self.tokenizer, self.texts, max_length=self.max_seq_length))
+        self.text = self.encode_cached(reader, files, self.texts)
 
     def __len__(self) -> int:
         return len(self.entries)

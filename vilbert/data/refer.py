@@ -30,8 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vilbert.data.cache import cache_key, cached_arrays
-from vilbert.data.collate import TEXT_KEYS, TaskDataset, encode_text, region_arrays
+from vilbert.data.collate import TEXT_KEYS, TaskDataset, region_arrays
 from vilbert.tasks.config import TaskConfig, TaskConfigError
 from vilbert.tasks.metrics import box_iou
 
@@ -77,9 +76,8 @@ class GroundingDataset(TaskDataset):
         sentences = [e["sentence"] for e in self.entries]
         # Keyed by the texts themselves too: a reader may read more files than it lists (Flickr30k).
         texts = hashlib.sha256("\n".join(sentences).encode()).hexdigest()
-        key = cache_key(files, self.tokenizer, self.max_seq_length, reader=reader, split=self.split, texts=texts)
-        self.text = cached_arrays(self.cache_dir, f"{reader}_{self.config.name}_{self.split}", key,
-                                  lambda: encode_text(self.tokenizer, sentences, max_length=self.max_seq_length))
+        self.text = self.encode_cached(reader, files, sentences, prefix=f"{reader}_{self.config.name}_{self.split}",
+                                       texts=texts)
 
     def item_ids(self, entry: dict) -> dict:
         """Numeric ids of an entry that go into its item (and so into the batch)."""

@@ -44,7 +44,7 @@ import numpy as np
 from vilbert.data.cache import cache_key, cached_arrays
 from vilbert.data.collate import TEXT_KEYS, TaskDataset, region_arrays
 from vilbert.data.files import field_error
-from vilbert.tasks.config import TaskConfig, TaskConfigError
+from vilbert.tasks.config import TaskConfig
 
 NUM_OPTIONS = 100  # answer options of every round (VisDial v1.0)
 NUM_ROUNDS = 10  # rounds of a dialog, all in one training item (12-in-1)
@@ -113,9 +113,6 @@ class _VisDialBase(TaskDataset):
         key = cache_key([self.path], tokenizer, SEQ_LENGTH, reader="visdial", split=split)
         self.tokens = cached_arrays(self.cache_dir, f"visdial_{split}", key, tokenize)
         self.cls, self.sep = tokenizer.cls_token_id, tokenizer.sep_token_id
-
-    def fail(self, message: str) -> TaskConfigError:
-        return TaskConfigError(f"{self.config.describe()}, split {self.split}: {message}")
 
     def _read_dialogs(self, dialogs: list, num_questions: int, num_answers: int) -> None:
         self.image_ids, self.captions, starts = [], [], [0]
