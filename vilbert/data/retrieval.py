@@ -31,8 +31,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from vilbert.data.cache import cache_key, cached_arrays
-from vilbert.data.collate import TEXT_KEYS, TaskDataset, encode_text, region_arrays
+from vilbert.data.collate import TEXT_KEYS, TaskDataset, region_arrays
 from vilbert.data.files import data_relative_path, read_jsonl
 from vilbert.tasks.config import TaskConfig, TaskConfigError
 
@@ -87,9 +86,7 @@ class _RetrievalBase(TaskDataset):
             start += len(captions)
         self.num_images, self.num_captions = len(self.image_ids), len(self.captions)
         self.num_labels = 1
-        key = cache_key([self.annotations], tokenizer, self.max_seq_length, reader="retrieval")
-        self.text = cached_arrays(self.cache_dir, f"retrieval_{split}", key,
-                                  lambda: encode_text(tokenizer, self.captions, max_length=self.max_seq_length))
+        self.text = self.encode_cached("retrieval", [self.annotations], self.captions)
 
     def caption_arrays(self, caption: int) -> dict[str, np.ndarray]:
         return {key: self.text[key][caption] for key in TEXT_KEYS}

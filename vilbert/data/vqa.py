@@ -30,8 +30,7 @@ from typing import Optional
 
 import numpy as np
 
-from vilbert.data.cache import cache_key, cached_arrays
-from vilbert.data.collate import TEXT_KEYS, TaskDataset, encode_text, region_arrays
+from vilbert.data.collate import TEXT_KEYS, TaskDataset, region_arrays
 from vilbert.tasks.config import TaskConfig, TaskConfigError
 from vilbert.tasks.metrics import answer_score, normalize_answer
 
@@ -181,11 +180,7 @@ class VQADataset(TaskDataset):
 
         # Only the question files decide the tokens (and the split which of their questions).
         question_files = [f for f in files if f.name.endswith("_questions.json")]
-        key = cache_key(question_files, tokenizer, self.max_seq_length, reader="vqa", split=split)
-        self.text = cached_arrays(
-            self.cache_dir, f"vqa_{split}", key,
-            lambda: encode_text(tokenizer, self.questions, max_length=self.max_seq_length),
-        )
+        self.text = self.encode_cached("vqa", question_files, self.questions)
 
     def __len__(self) -> int:
         return len(self.questions)
