@@ -43,7 +43,7 @@ from . import captions, chance
 from . import twelve_formats as formats
 from .make import _extract, _jsonl_text, _Pictures, _unique_ids, _write_json, _write_jsonl
 from .vqa import AnswerBalancer
-from .world import box_iou, sample_scene
+from .world import Scene, box_iou, sample_scene
 
 # Random streams of the 12-in-1 part (the base world's are 0-6).
 STREAMS = {"ids": 20, "nlvr2": 21, "snli_ve": 22, "gqa": 23, "genome": 24, "foil": 25, "coco_retrieval": 26,
@@ -172,7 +172,7 @@ def _rng(seed: int, stream: str) -> np.random.Generator:
 def _scenes(folder: Path) -> dict[str, object]:
     """{feature-store key: Scene} of a base-world folder (its scenes.json)."""
     data = json.loads((folder / "scenes.json").read_text(encoding="utf-8"))
-    return {key: formats.scene_from_json(scene) for key, scene in data.items()}
+    return {key: Scene.from_json(scene) for key, scene in data.items()}
 
 
 def _percent(value: float) -> float:

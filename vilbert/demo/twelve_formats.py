@@ -27,20 +27,9 @@ from __future__ import annotations
 
 from .text import NAMINGS_ANY, NAMINGS_WITH_COLOUR, article, caption_templates, naming, phrase
 from .vqa import CANDIDATES, AnswerBalancer, _question, ask_questions
-from .world import COLOURS, GRID, QUADRANTS, SHAPE_PLURALS, SHAPES, SIZES, Scene, SceneObject
+from .world import COLOURS, GRID, QUADRANTS, SHAPE_PLURALS, SHAPES, Scene, SceneObject
 
 NUMBER_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
-
-
-def scene_from_json(data: dict) -> Scene:
-    """A scene back from its `to_json` form (scenes.json); polygons and colours are not kept there,
-    so it serves the text builders, not rendering."""
-    objects = tuple(
-        SceneObject(SHAPES.index(o["shape"]), COLOURS.index(o["color"]), SIZES.index(o["size"]), o["grid_row"],
-                    o["grid_col"], tuple(o["box"]), (), (0, 0, 0))
-        for o in data["objects"]
-    )
-    return Scene(data["width"], data["height"], (0, 0, 0), objects)
 
 
 def _name(scene: Scene, index: int, namings=NAMINGS_ANY) -> str:

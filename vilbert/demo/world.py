@@ -172,6 +172,17 @@ class Scene:
             ],
         }
 
+    @classmethod
+    def from_json(cls, data: dict) -> "Scene":
+        """A scene back from its `to_json` form (scenes.json); polygons and colours are not kept
+        there, so it serves the text builders, not rendering."""
+        objects = tuple(
+            SceneObject(SHAPES.index(o["shape"]), COLOURS.index(o["color"]), SIZES.index(o["size"]), o["grid_row"],
+                        o["grid_col"], tuple(o["box"]), (), (0, 0, 0))
+            for o in data["objects"]
+        )
+        return cls(data["width"], data["height"], (0, 0, 0), objects)
+
 
 def sample_scene(
     rng: np.random.Generator,
