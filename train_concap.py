@@ -191,10 +191,9 @@ def train(args, dist) -> int:
     np.random.seed(args.seed)
     state = load_training_state(resume_dir) if resume_dir is not None else None
     model, bert_names = build_model(args, resume_dir, log)
-    fresh_names = fresh_parameter_names(model)
+    fresh_names = fresh_parameter_names(model, state)
     if state is not None:
         bert_names = list(state["bert_initialised_names"])
-        fresh_names = state.get("fresh_names", [])
     frozen = freeze_text_layers(model, args.freeze)
     model.to(dist.device)
     maybe_compile(model, args.compile, dist.device)  # in place: parameter names and checkpoints unchanged

@@ -186,7 +186,7 @@ def train(args, dist) -> int:
 
     # Weights the checkpoint did not fill (from BERT: the visual stream, co-attention, poolers) train at
     # the fresh rate (issue 14); a resumed run keeps the names its first start found.
-    fresh_names = state.get("fresh_names", []) if state is not None else fresh_parameter_names(model)
+    fresh_names = fresh_parameter_names(model, state)
     rates = LearningRates(args.learning_rate, fresh_names, fresh_rate(args),
                           lr_by_prefix=task_head_learning_rates(model, args.head_learning_rate))
     rates_line = rates.summary(model)
