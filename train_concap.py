@@ -32,9 +32,9 @@ from vilbert.check import preflight
 from vilbert.data.concap import ConcapPaths, ConceptualCaptionsDataset, SampleConfig, make_loader
 from vilbert.training import (EvalSampler, MetricMeter, Precision, PretrainingObjective, TrainingLogger,
                               TrainSampler, batches_per_step, build_optimizer, evaluate, load_training_state,
-                              maybe_compile, resolve_resume, restore_rng_state, should_compile, to_device, train_step,
+                              maybe_compile, resolve_resume, should_compile, to_device, train_step,
                               warmup_linear_schedule, wrap_model)
-from vilbert.training.checkpoint import save_on_main
+from vilbert.training.checkpoint import restore_training_state, save_on_main
 from vilbert.training.cli import (SetupError, add_fault_arguments, add_runtime_arguments, build_on_main_first,
                                   check_runtime_arguments, run_script)
 from vilbert.training.loop import out_of_memory_error
@@ -191,10 +191,9 @@ def train(args, dist) -> int:
     np.random.seed(args.seed)
     state = load_training_state(resume_dir) if resume_dir is not None else None
     model, bert_names = build_model(args, resume_dir, log)
-    fresh_names = fresh_parameter_names(model)
+    fresh_names = fresh_parameter_names(model, state)
     if state is not None:
         bert_names = list(state["bert_initialised_names"])
-        fresh_names = state.get("fresh_names", [])
     frozen = freeze_text_layers(model, args.freeze)
     model.to(dist.device)
     maybe_compile(model, args.compile, dist.device)  # in place: parameter names and checkpoints unchanged
@@ -208,21 +207,9 @@ def train(args, dist) -> int:
     model = wrap_model(model, dist)
     objective = PretrainingObjective(args.img_weight)
 
-    step, epoch, step_in_epoch = 0, 0, 0
-    if state is not None:
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        precision.load_state_dict(state["scaler"])
-        step, epoch, step_in_epoch = state["global_step"], state["epoch"], state["step_in_epoch"]
-        rng_states = state["rng"]
-        if len(rng_states) == world:
-            restore_rng_state(rng_states[dist.rank])
-        else:
-            log.info(f"resuming on {world} processes from a run on {len(rng_states)}: fresh dropout RNG")
-            torch.manual_seed(args.seed + step)
     # Each rank draws its own dropout masks (the data randomness is keyed by sample, not by rank).
-    if state is None:
-        torch.manual_seed(args.seed + dist.rank)
+    step = restore_training_state(state, optimizer, scheduler, precision, dist, args.seed, log.info)
+    epoch, step_in_epoch = (state["epoch"], state["step_in_epoch"]) if state is not None else (0, 0)
 
     log = TrainingLogger(run_dir / "logs", is_main=dist.is_main, total_steps=total_steps, initial_step=step)
     compiled = ", compiled" if should_compile(args.compile, dist.device) else ""

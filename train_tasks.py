@@ -33,9 +33,9 @@ from vilbert.finetune import (SCHEDULES, SetupError, TaskRun, build_datasets, bu
                               load_tasks, metrics_table, needs_multitask_heads, primary_metric, run_directory,
                               save_best, task_head_learning_rates, task_token_row, write_metrics)
 from vilbert.training import (MetricMeter, TrainingLogger, barrier, build_optimizer, load_training_state, maybe_compile,
-                              resolve_resume, restore_rng_state, should_compile, to_device, train_step, unwrap_model,
+                              resolve_resume, should_compile, to_device, train_step, unwrap_model,
                               warmup_linear_schedule, wrap_model)
-from vilbert.training.checkpoint import recover_directory, save_on_main
+from vilbert.training.checkpoint import recover_directory, restore_training_state, save_on_main
 from vilbert.training.cli import add_fault_arguments, add_runtime_arguments, check_runtime_arguments, run_script
 from vilbert.training.loop import out_of_memory_error
 from vilbert.training.optim import (LearningRates, add_fresh_rate_arguments, fresh_parameter_names, fresh_rate,
@@ -186,7 +186,7 @@ def train(args, dist) -> int:
 
     # Weights the checkpoint did not fill (from BERT: the visual stream, co-attention, poolers) train at
     # the fresh rate (issue 14); a resumed run keeps the names its first start found.
-    fresh_names = state.get("fresh_names", []) if state is not None else fresh_parameter_names(model)
+    fresh_names = fresh_parameter_names(model, state)
     rates = LearningRates(args.learning_rate, fresh_names, fresh_rate(args),
                           lr_by_prefix=task_head_learning_rates(model, args.head_learning_rate))
     rates_line = rates.summary(model)
@@ -198,30 +198,19 @@ def train(args, dist) -> int:
     # Each step runs one task's head: the other heads get no gradient, which DDP must be told.
     model = wrap_model(model, dist, find_unused_parameters=dist.is_distributed)
 
-    step = 0
     if state is not None:
         if dist.is_main:  # a kill between the two renames of a best save leaves it as best/<name>.old-*
             for run in runs:
                 recover_directory(run_dir / "best" / run.task.name)
         if list(state["task_ids"]) != list(tasks):
             raise SetupError(f"--resume {resume_dir}: that run trained tasks {list(state['task_ids'])}, not {list(tasks)}")
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        precision.load_state_dict(state["scaler"])
         for run in runs:
             run.load_state_dict(state["tasks"][str(run.task.id)])
         try:
             schedule.load_state_dict(state.get("schedule", {}))
         except ValueError as exc:
             raise SetupError(f"--resume {resume_dir}: {exc}") from None
-        step = int(state["global_step"])
-        if len(state["rng"]) == dist.world_size:
-            restore_rng_state(state["rng"][dist.rank])
-        else:
-            log.info(f"resuming on {dist.world_size} processes from a run on {len(state['rng'])}: fresh dropout RNG")
-            torch.manual_seed(args.seed + step + dist.rank)
-    else:
-        torch.manual_seed(args.seed + dist.rank)  # each rank draws its own dropout masks
+    step = restore_training_state(state, optimizer, scheduler, precision, dist, args.seed, log.info)
 
     log = TrainingLogger(run_dir / "logs", is_main=dist.is_main, total_steps=total_steps, initial_step=step)
     for run in runs:

@@ -71,6 +71,27 @@ def restore_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def restore_training_state(state: dict | None, optimizer, scheduler, precision, dist, seed: int,
+                           log=print) -> int:
+    """Put a --resume's optimizer, scheduler and scaler state back and each rank's RNG; returns the
+    step to go on from (0 on a fresh start). Each rank draws its own dropout masks: a fresh start
+    seeds `seed + rank`, and a resume on another world size (the saved RNG states no longer map
+    onto the ranks) seeds `seed + step + rank`. Shared by train_concap.py and train_tasks.py."""
+    if state is None:
+        torch.manual_seed(seed + dist.rank)
+        return 0
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    precision.load_state_dict(state["scaler"])
+    step = int(state["global_step"])
+    if len(state["rng"]) == dist.world_size:
+        restore_rng_state(state["rng"][dist.rank])
+    else:
+        log(f"resuming on {dist.world_size} processes from a run on {len(state['rng'])}: fresh dropout RNG")
+        torch.manual_seed(seed + step + dist.rank)
+    return step
+
+
 def step_of(path: Path) -> int | None:
     match = _STEP_DIR.match(Path(path).name)
     return int(match.group(1)) if match else None

@@ -101,10 +101,13 @@ def build_optimizer(model: torch.nn.Module, lr: float, weight_decay: float = 0.0
                              fused=can_fuse(groups))
 
 
-def fresh_parameter_names(model: torch.nn.Module) -> list[str]:
+def fresh_parameter_names(model: torch.nn.Module, resumed_state: Optional[dict] = None) -> list[str]:
     """The parameters of `model` that the checkpoint it was loaded from did not initialise
     (`model.load_report.missing`, vilbert.convert.LoadReport); every parameter of a model built
-    without a checkpoint (no load report: nothing was initialised)."""
+    without a checkpoint (no load report: nothing was initialised). A resumed run (its training
+    state given) keeps the names its first start found: its own checkpoint fills every weight."""
+    if resumed_state is not None:
+        return list(resumed_state.get("fresh_names", []))
     names = [name for name, _ in model.named_parameters()]
     report = getattr(model, "load_report", None)
     if report is None:
