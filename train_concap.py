@@ -159,7 +159,7 @@ def build_datasets(args, dist) -> tuple[ConceptualCaptionsDataset, ConceptualCap
 
 
 def main(argv=None) -> int:
-    return run_script("train_concap.py", train, parse_args(argv))
+    return run_script("train_concap.py", train, parse_args(argv), training=True)
 
 
 def train(args, dist) -> int:

@@ -123,7 +123,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> int:
-    return run_script("train_tasks.py", train, parse_args(argv))
+    return run_script("train_tasks.py", train, parse_args(argv), training=True)
 
 
 def train(args, dist) -> int:

@@ -53,6 +53,7 @@ from vilbert.model import ViLBertForPretraining, ViLBertForVLTasks  # noqa: E402
 from vilbert.tasks.losses import v_logit_loss, vl_classifier_loss, vl_logit_loss  # noqa: E402
 from vilbert.training import Precision, build_optimizer, train_step, warmup_linear_schedule  # noqa: E402
 from vilbert.training.distributed import DistInfo  # noqa: E402
+from vilbert.training.host_memory import keep_freed_memory  # noqa: E402
 from vilbert.training.objectives import PretrainingObjective  # noqa: E402
 
 
@@ -425,6 +426,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--store_images", type=int, default=512, help="records in the generated store (pretrain-data)")
     p.add_argument("--bert_model", default=None, help="tokenizer for pretrain-data (default: the offline MiniLM)")
     p.add_argument("--no_flops", action="store_true", help="skip the FLOP count")
+    p.add_argument("--default_malloc", action="store_true",
+                   help="leave glibc's malloc as it is (the training scripts keep freed memory: vilbert/training/host_memory.py)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="append one JSON object per result to this file")
@@ -442,6 +445,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> list[Result]:
     args = parse_args(argv)
+    if not args.default_malloc:
+        keep_freed_memory()  # as the training scripts do
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -89,13 +89,17 @@ def build_on_main_first(build: Callable[[], object], dist, errors: tuple = (File
     return result if dist.is_main else build()
 
 
-def run_script(script: str, body: Callable, args: argparse.Namespace) -> int:
+def run_script(script: str, body: Callable, args: argparse.Namespace, *, training: bool = False) -> int:
     """Join the process group (torchrun, torch.distributed.launch or a single process), run
-    body(args, dist), and leave the group whatever happens. A SetupError (bad flag, file or task)
+    body(args, dist), and leave the group whatever happens. A `training` script keeps the host
+    memory its steps free for the next ones (host_memory.keep_freed_memory). A SetupError (bad flag, file or task)
     ends the run with exit code 2 and one line naming what is wrong; a RunError (a fault during
     training) with exit code 1 and one line, printed by the rank it happened on."""
     from vilbert.training.distributed import cleanup_distributed, init_distributed
+    from vilbert.training.host_memory import keep_freed_memory
 
+    if training:  # before the model and the first step allocate
+        keep_freed_memory()
     dist = init_distributed(args.local_rank, args.device)
     fault = None
     try:
