@@ -32,7 +32,7 @@ def test_mlm_head_in_fp32_under_cpu_bf16_autocast(monkeypatch, fp32_head):
     reference = model(**batch)
     monkeypatch.setattr(model_module, "CPU_MLM_HEAD_FP32", fp32_head)
     seen = []
-    model.mlm_head.decoder.register_forward_hook(lambda module, args, output: seen.append(output.dtype))
+    model.mlm_head.transform.dense.register_forward_hook(lambda module, args, output: seen.append(output.dtype))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = model(**batch)
     assert seen == [torch.float32 if fp32_head else torch.bfloat16]

@@ -282,19 +282,54 @@ class TextEmbeddings(nn.Module):
         self.norm = nn.LayerNorm(c.hidden_size, eps=c.layer_norm_eps)
         self.dropout = nn.Dropout(c.hidden_dropout_prob)
 
-    def forward(self, input_ids, token_type_ids=None, task_tokens=None):
-        """input_ids (B, T) -> (B, T, hidden), or (B, T + 1, hidden) with a task token."""
+    def forward(self, input_ids, token_type_ids=None, task_tokens=None, words=None):
+        """input_ids (B, T) -> (B, T, hidden), or (B, T + 1, hidden) with a task token. words: the
+        word vectors of input_ids (B, T, hidden) when the caller looked them up (TiedWordMatrix)."""
         T = input_ids.shape[1]
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         positions = torch.arange(T, device=input_ids.device)
-        x = self.word_embeddings(input_ids) + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
+        words = self.word_embeddings(input_ids) if words is None else words
+        x = words + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
         if self.task_embeddings is not None:
             if task_tokens is None:
                 raise ValueError("this model has task_specific_tokens: pass task_tokens (B,) or (B, 1) task ids")
             task = self.task_embeddings(task_tokens.reshape(-1, 1))  # (B, 1, hidden), no position/type
             x = torch.cat([x[:, :1], task, x[:, 1:]], dim=1)
         return self.dropout(self.norm(x))
+
+
+class TiedWordMatrix(torch.autograd.Function):
+    """The word lookup and the MLM decoder's weight taken from the one tied matrix, with one gradient.
+
+    Autograd gives the matrix a zero-filled dense (vocab, hidden) gradient for the lookup and adds
+    it to the decoder's: two fresh 94 MB buffers a step for BERT-base, which cost a CPU step 10% on
+    this project's VMs (docs/PERFORMANCE.md, "Fresh pages"). Here the lookup's rows are added into
+    the decoder's gradient in place. Same sums, in another order.
+
+        words, decoder_weight = TiedWordMatrix.apply(weight, input_ids, padding_idx)
+        # words (B, T, hidden) = F.embedding(input_ids, weight); decoder_weight: weight itself
+    """
+
+    @staticmethod
+    def forward(ctx, weight, input_ids, padding_idx: int):
+        ctx.save_for_backward(input_ids)
+        ctx.padding_idx, ctx.num_words = padding_idx, weight.shape[0]
+        return F.embedding(input_ids, weight, padding_idx), weight.view_as(weight)
+
+    @staticmethod
+    def backward(ctx, grad_words, grad_decoder):
+        if not ctx.needs_input_grad[0]:
+            return None, None, None
+        (input_ids,) = ctx.saved_tensors
+        grad = grad_decoder  # (vocab, hidden): the decoder's product, a fresh tensor of the engine's
+        if grad is None:
+            grad = torch.zeros((ctx.num_words, grad_words.shape[-1]), dtype=grad_words.dtype, device=grad_words.device)
+        if grad_words is not None:
+            ids = input_ids.reshape(-1)
+            rows = grad_words.reshape(-1, grad_words.shape[-1]) * (ids != ctx.padding_idx)[:, None]  # (B*T, hidden)
+            grad = grad.index_add_(0, ids, rows.to(grad.dtype))  # the padding row gets nothing, as nn.Embedding
+        return grad, None, None
 
 
 class RegionEmbeddings(nn.Module):
@@ -408,14 +443,16 @@ class MaskedLanguageModelHead(nn.Module):
         self.decoder.weight = word_embeddings.weight  # tied: one Parameter under two names
         self.bias = nn.Parameter(torch.zeros(c.vocab_size))
 
-    def forward(self, x):
-        """x (..., hidden) -> (..., vocab_size)."""
+    def forward(self, x, decoder_weight=None):
+        """x (..., hidden) -> (..., vocab_size). decoder_weight: the tied matrix as TiedWordMatrix
+        hands it out (the same values as self.decoder.weight)."""
+        weight = self.decoder.weight if decoder_weight is None else decoder_weight
         if x.device.type == "cpu" and torch.is_autocast_enabled("cpu") and CPU_MLM_HEAD_FP32:
             # On a CPU, fp32 here: autocast would cast the whole 30,522 x 768 tied matrix to bf16
             # and its gradient back, for a few dozen masked rows (docs/PERFORMANCE.md).
             with torch.autocast("cpu", enabled=False):
-                return self.decoder(self.transform(x.float())) + self.bias
-        return self.decoder(self.transform(x)) + self.bias
+                return F.linear(self.transform(x.float()), weight) + self.bias
+        return F.linear(self.transform(x), weight) + self.bias
 
 
 class MaskedRegionHead(nn.Module):
@@ -610,8 +647,8 @@ class ViLBertModel(ViLBertPreTrainedModel):
         return TokenPacking.from_mask(real)
 
     def _encode_text_prefix(self, input_ids, token_type_ids, task_tokens, text_mask, attentions,
-                            packing: Optional[TokenPacking] = None):
-        text = self.text_embeddings(input_ids, token_type_ids, task_tokens)  # (B, T, hidden)
+                            packing: Optional[TokenPacking] = None, words=None):
+        text = self.text_embeddings(input_ids, token_type_ids, task_tokens, words)  # (B, T, hidden)
         if packing is not None:
             text = packing.pack(text)  # (N, hidden)
         return self._run_layers(self.text_layers, 0, self.num_prefix_layers, self.config.fixed_t_layer,
@@ -650,7 +687,8 @@ class ViLBertModel(ViLBertPreTrainedModel):
 
     def forward(self, input_ids, image_feat, image_loc, token_type_ids=None, attention_mask=None,
                 image_attention_mask=None, output_attentions: bool = False, text_prefix=None,
-                task_tokens=None, pooled_only_t: bool = False, pooled_only_v: bool = False) -> ViLBertOutput:
+                task_tokens=None, pooled_only_t: bool = False, pooled_only_v: bool = False,
+                words=None) -> ViLBertOutput:
         """input_ids (B, T) long; image_feat (B, R, v_feature_size); image_loc (B, R, 5);
         token_type_ids (B, T); attention_mask (B, T) and image_attention_mask (B, R), 1 = real;
         text_prefix: (B, T, hidden) from encode_text_prefix, or (1, T, hidden) shared by all B
@@ -660,6 +698,7 @@ class ViLBertModel(ViLBertPreTrainedModel):
         stream's last layer (when one runs after the last co-attention block) computes position 0
         alone and sequence_output_t / _v is (B, 1, size). The pooled vectors are unchanged; for
         scoring and the pooled heads (VQA, VCR, retrieval) this skips most of a layer per stream.
+        words: (B, T, hidden) word vectors of input_ids looked up by the caller (TiedWordMatrix).
         """
         c = self.config
         if output_attentions:  # the maps of every position were asked for
@@ -685,7 +724,8 @@ class ViLBertModel(ViLBertPreTrainedModel):
                 text = TokenPacking.from_mask(real_tokens).pad(text)
         elif text_prefix is None:
             # (B, T, hidden), or (N, hidden) rows of the real tokens when packed
-            text = self._encode_text_prefix(input_ids, token_type_ids, task_tokens, text_mask, get("text"), packing)
+            text = self._encode_text_prefix(input_ids, token_type_ids, task_tokens, text_mask, get("text"), packing,
+                                            words)
         else:
             text = text_prefix
         visual = self.region_embeddings(image_feat, image_loc)  # (B, R, v_hidden)
@@ -741,6 +781,15 @@ class ViLBertForPretraining(ViLBertPreTrainedModel):
     def tied_parameter_names(self) -> Dict[str, str]:
         return {"mlm_head.decoder.weight": "vilbert.text_embeddings.word_embeddings.weight"}
 
+    def _ties_word_gradients(self, input_ids, masked_lm_labels, text_prefix) -> bool:
+        """Whether this step sums the tied matrix's two gradients in place (TiedWordMatrix): a CPU
+        training step that looks words up and decodes masked ones, the matrix trained. On a GPU
+        the dense gradient is cheap and its deterministic kernel is kept."""
+        weight = self.vilbert.text_embeddings.word_embeddings.weight
+        return (weight.device.type == "cpu" and weight.requires_grad and torch.is_grad_enabled()
+                and masked_lm_labels is not None and input_ids is not None and text_prefix is None
+                and self.vilbert.prefix_cache is None)
+
     def forward(self, input_ids, image_feat, image_loc, token_type_ids=None, attention_mask=None,
                 image_attention_mask=None, masked_lm_labels=None, image_label=None, image_target=None,
                 next_sentence_label=None, output_attentions: bool = False, img_weight: Optional[float] = None,
@@ -754,8 +803,13 @@ class ViLBertForPretraining(ViLBertPreTrainedModel):
         next_sentence_label (B,) long, 0 = the caption belongs to the image, 1 = random, -1 = ignore.
         img_weight overrides config.img_weight.
         """
+        words = decoder_weight = None
+        if self._ties_word_gradients(input_ids, masked_lm_labels, text_prefix):
+            weight = self.vilbert.text_embeddings.word_embeddings.weight
+            padding_idx = self.vilbert.text_embeddings.word_embeddings.padding_idx
+            words, decoder_weight = TiedWordMatrix.apply(weight, input_ids, padding_idx)
         out = self.vilbert(input_ids, image_feat, image_loc, token_type_ids, attention_mask,
-                           image_attention_mask, output_attentions, text_prefix, task_tokens)
+                           image_attention_mask, output_attentions, text_prefix, task_tokens, words=words)
         text, visual = out.sequence_output_t, out.sequence_output_v
         losses = {}
 
@@ -767,7 +821,7 @@ class ViLBertForPretraining(ViLBertPreTrainedModel):
                                               masked_lm_labels[:, 1:]], 1)
             _check_shape("masked_lm_labels", masked_lm_labels, text.shape[:2])
             targeted = masked_lm_labels >= 0  # (B, T)
-            scores_t = self.mlm_head(text[targeted])  # (N_t, vocab): the decoder runs on targets only
+            scores_t = self.mlm_head(text[targeted], decoder_weight)  # (N_t, vocab): the decoder runs on targets only
             labels = masked_lm_labels[targeted]
             # Sum / count rather than mean: a batch with no targets gives 0, not NaN.
             losses["masked_lm_loss"] = F.cross_entropy(scores_t.float(), labels, reduction="sum") / targeted.sum().clamp(min=1)
