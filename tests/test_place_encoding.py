@@ -88,3 +88,28 @@ def test_fourier_model_saves_and_loads_with_its_encoding(tmp_path):
         assert torch.equal(loaded(**inputs).sequence_output_v, model(**inputs).sequence_output_v)
     with pytest.raises(ValueError, match="location_projection"):  # not into the originals' encoding
         ViLBertModel.from_pretrained(tmp_path, config=tiny_config())
+
+
+def test_location_gate_scales_the_normalised_place_and_learns():
+    torch.manual_seed(0)
+    model = ViLBertModel(tiny_config(v_location_encoding="fourier", v_location_gate=0.1)).eval()
+    emb = model.region_embeddings
+    inputs = random_inputs(model.config)
+    feat, loc = inputs["image_feat"], inputs["image_loc"]
+    appearance = emb.feature_norm(emb.feature_projection(feat))
+    place = emb.location_norm(emb.location_projection(emb.encode_box(loc)))
+    expected = emb.norm(appearance + 0.1 * place)
+    torch.testing.assert_close(emb(feat, loc), expected)
+    assert emb.location_gate.item() == pytest.approx(0.1)
+    emb(feat, loc).pow(2).sum().backward()
+    assert emb.location_gate.grad is not None and emb.location_gate.grad.abs() > 0
+    # Without a gate the parameter does not exist (checkpoints of ungated models are unchanged).
+    assert _model("fourier").region_embeddings.location_gate is None
+    assert "location_gate" not in str(list(_model("fourier").state_dict()))
+
+
+def test_location_gate_needs_a_place_encoding_of_its_own():
+    with pytest.raises(ValueError, match="v_location_gate"):
+        tiny_config(v_location_gate=0.1)  # "linear": the originals' math has no gate
+    with pytest.raises(ValueError, match="v_location_gate"):
+        tiny_config(v_location_encoding="uniter", v_location_gate=float("nan"))

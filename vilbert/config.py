@@ -9,6 +9,7 @@ are accepted only at their off value. Any other field is an error that names it.
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Union
@@ -56,6 +57,9 @@ class ViLBertConfig:
     # Not in the originals: a checkpoint loads only into a model of its own encoding.
     v_location_encoding: str = "linear"
     v_location_frequencies: int = 6  # "fourier" only: frequencies per box number
+    # "uniter" / "fourier" only: > 0 scales the normalised place by a learned scalar that starts at
+    # this value, so the place enters the sum at a small share and grows as far as it helps; 0: no gate.
+    v_location_gate: float = 0.0
 
     # Co-attention: block k runs after visual layer v_biattention_id[k] - 1 and text layer
     # t_biattention_id[k] - 1 (REFERENCE 1 schedule).
@@ -156,6 +160,10 @@ class ViLBertConfig:
             fail("v_location_encoding", f"must be one of {LOCATION_ENCODINGS}")
         if self.v_location_frequencies < 1:
             fail("v_location_frequencies", "must be at least 1")
+        if not (math.isfinite(self.v_location_gate) and self.v_location_gate >= 0):
+            fail("v_location_gate", "must be a finite number >= 0")
+        if self.v_location_gate > 0 and self.v_location_encoding == "linear":
+            fail("v_location_gate", 'needs v_location_encoding "uniter" or "fourier" (the originals\' "linear" has no gate)')
         if self.visual_target not in (0, 1):
             fail("visual_target", "only 0 (KL to class distribution) and 1 (feature MSE) are implemented")
         if self.vl_classifier not in VL_CLASSIFIERS:

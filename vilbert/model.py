@@ -338,7 +338,8 @@ class RegionEmbeddings(nn.Module):
     v_location_encoding "linear" (the originals): LayerNorm(Linear(feature) + Linear(box)), dropout.
     "uniter" / "fourier": LayerNorm(LayerNorm(Linear(feature)) + LayerNorm(Linear(encoded box))), dropout,
     the box widened to 7 numbers (and, for "fourier", each encoded by sines and cosines), so that the
-    place reaches the sum at the scale of the appearance from the first step.
+    place reaches the sum at the scale of the appearance from the first step; with v_location_gate,
+    at a learned share of it that starts at the gate's value.
     """
 
     def __init__(self, c: ViLBertConfig):
@@ -352,6 +353,7 @@ class RegionEmbeddings(nn.Module):
             self.location_norm = nn.LayerNorm(c.v_hidden_size, eps=c.layer_norm_eps)
             frequencies = math.pi * 2.0 ** torch.arange(c.v_location_frequencies, dtype=torch.float32)
             self.register_buffer("frequencies", frequencies, persistent=False)
+        self.location_gate = nn.Parameter(torch.tensor(c.v_location_gate)) if c.v_location_gate > 0 else None
         self.norm = nn.LayerNorm(c.v_hidden_size, eps=c.layer_norm_eps)
         self.dropout = nn.Dropout(c.v_hidden_dropout_prob)
 
@@ -372,6 +374,8 @@ class RegionEmbeddings(nn.Module):
         place = self.location_projection(self.encode_box(locations))
         if self.encoding != "linear":
             appearance, place = self.feature_norm(appearance), self.location_norm(place)
+        if self.location_gate is not None:
+            place = self.location_gate * place
         return self.dropout(self.norm(appearance + place))
 
 
