@@ -124,3 +124,17 @@ def original_state_dict(layout: str, config: ViLBertConfig, seed: int = 0, num_l
     linear("vision_logit", 1, V)
     linear("linguisic_logit", 1, H)
     return sd
+
+
+def pretraining_batch(config, seed=0):
+    """random_inputs (3 rows, 7 tokens, 5 regions) with every pretraining label: tokens 1-3 and
+    regions 1-2 of each row are targets."""
+    inputs = random_inputs(config, batch=3, tokens=7, regions=5, seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    labels = torch.full_like(inputs["input_ids"], -1)
+    labels[:, 1:4] = inputs["input_ids"][:, 1:4]
+    image_label = torch.zeros(3, 5, dtype=torch.long)
+    image_label[:, 1:3] = 1
+    target = torch.softmax(torch.randn(3, 5, config.region_target_size, generator=g), -1)
+    return dict(inputs, masked_lm_labels=labels, image_label=image_label, image_target=target,
+                next_sentence_label=torch.tensor([0, 1, 0]))

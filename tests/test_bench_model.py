@@ -25,7 +25,7 @@ bench = _load("bench_model")
 
 def test_quick_runs_every_workload(tmp_path):
     out = tmp_path / "rows.jsonl"
-    results = bench.main(["--quick", "--json", str(out), "--threads", "1"])
+    results = bench.main(["--quick", "--json", str(out), "--threads", "1", "--default_malloc"])  # malloc is process-wide
     assert [r.workload for r in results] == list(bench.WORKLOADS)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == len(bench.WORKLOADS)
@@ -81,7 +81,7 @@ def test_synthetic_pretraining_batch_has_the_issue_shapes():
 
 def test_unknown_workload_is_a_one_line_error():
     with pytest.raises(SystemExit, match="unknown workload 'nope'"):
-        bench.main(["--quick", "--workload", "nope"])
+        bench.main(["--quick", "--workload", "nope", "--default_malloc"])
 
 
 @pytest.mark.skipif(not __import__("os").environ.get("VILBERT_ORIGINAL_DIR"),

@@ -7,8 +7,7 @@ import torch
 
 from vilbert.model import TiedWordMatrix, ViLBertForPretraining
 
-from _model_helpers import tiny_config
-from test_precision_cpu import _pretraining_batch
+from _model_helpers import pretraining_batch, tiny_config
 
 
 def _gradients(model, batch, tie: bool, monkeypatch) -> dict:
@@ -23,7 +22,7 @@ def test_tied_gradient_equals_autograds_own(monkeypatch, autocast):
     torch.manual_seed(0)
     config = tiny_config()  # dropout off
     model = ViLBertForPretraining(config)
-    batch = _pretraining_batch(config)
+    batch = pretraining_batch(config)
     batch["input_ids"][0, -2:] = 0  # padding: the padding row gets no gradient from the lookup
     batch["input_ids"][1, 4] = batch["input_ids"][2, 5] = batch["input_ids"][1, 5]  # a word used three times
     calls = []
@@ -46,7 +45,7 @@ def test_tied_gradient_equals_autograds_own(monkeypatch, autocast):
 def test_tied_path_only_in_cpu_training_with_masked_words():
     config = tiny_config()
     model = ViLBertForPretraining(config)
-    batch = _pretraining_batch(config)
+    batch = pretraining_batch(config)
     ids, labels = batch["input_ids"], batch["masked_lm_labels"]
     assert model._ties_word_gradients(ids, labels, None)
     assert not model._ties_word_gradients(ids, None, None)  # no MLM targets: no decoder
