@@ -34,7 +34,7 @@ from vilbert.training import (EvalSampler, MetricMeter, Precision, PretrainingOb
                               TrainSampler, batches_per_step, build_optimizer, evaluate, load_training_state,
                               maybe_compile, resolve_resume, should_compile, to_device, train_step,
                               warmup_linear_schedule, wrap_model)
-from vilbert.training.checkpoint import restore_training_state, save_on_main
+from vilbert.training.checkpoint import restore_training_state, save_on_main, training_state
 from vilbert.training.cli import (SetupError, add_fault_arguments, add_runtime_arguments, build_on_main_first,
                                   check_runtime_arguments, run_script)
 from vilbert.training.loop import out_of_memory_error
@@ -231,14 +231,12 @@ def train(args, dist) -> int:
         return metrics
 
     def save(epoch_of_next: int, step_in_next: int):
-        def training_state(rng):
-            return {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "scaler": precision.state_dict(), "rng": rng, "epoch": epoch_of_next,
-                    "step_in_epoch": step_in_next, "bert_initialised_names": list(bert_names or []),
-                    "fresh_names": sorted(rates.fresh_names),
-                    "world_size": world, "args": {k: v for k, v in vars(args).items()}}
+        def make_state(rng):
+            return training_state(rng, optimizer, scheduler, precision, dist, args, rates.fresh_names,
+                                  epoch=epoch_of_next, step_in_epoch=step_in_next,
+                                  bert_initialised_names=list(bert_names or []))
 
-        path = save_on_main(dist, checkpoints_dir, step, model, training_state, args.keep_last)
+        path = save_on_main(dist, checkpoints_dir, step, model, make_state, args.keep_last)
         if path is not None:
             log.info(f"saved {path}")
 

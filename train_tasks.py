@@ -35,7 +35,7 @@ from vilbert.finetune import (SCHEDULES, SetupError, TaskRun, build_datasets, bu
 from vilbert.training import (MetricMeter, TrainingLogger, barrier, build_optimizer, load_training_state, maybe_compile,
                               resolve_resume, should_compile, to_device, train_step, unwrap_model,
                               warmup_linear_schedule, wrap_model)
-from vilbert.training.checkpoint import recover_directory, restore_training_state, save_on_main
+from vilbert.training.checkpoint import recover_directory, restore_training_state, save_on_main, training_state
 from vilbert.training.cli import add_fault_arguments, add_runtime_arguments, check_runtime_arguments, run_script
 from vilbert.training.loop import out_of_memory_error
 from vilbert.training.optim import (LearningRates, add_fresh_rate_arguments, fresh_parameter_names, fresh_rate,
@@ -254,13 +254,12 @@ def train(args, dist) -> int:
         return value
 
     def save() -> None:
-        def training_state(rng):
-            return {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "scaler": precision.state_dict(), "rng": rng, "task_ids": list(tasks),
-                    "tasks": {str(run.task.id): run.state_dict() for run in runs}, "schedule": schedule.state_dict(),
-                    "world_size": dist.world_size, "args": dict(vars(args)), "fresh_names": sorted(rates.fresh_names)}
+        def make_state(rng):
+            return training_state(rng, optimizer, scheduler, precision, dist, args, rates.fresh_names,
+                                  task_ids=list(tasks), tasks={str(run.task.id): run.state_dict() for run in runs},
+                                  schedule=schedule.state_dict())
 
-        path = save_on_main(dist, checkpoints_dir, step, model, training_state, args.keep_last)
+        path = save_on_main(dist, checkpoints_dir, step, model, make_state, args.keep_last)
         if path is not None:
             log.info(f"saved {path}")
 

@@ -5,6 +5,7 @@
     python benchmarks/place_probe.py --task top --location-init-std 0.6  # location visible: learned
     python benchmarks/place_probe.py --task above --location-init-std 0.44 --steps 300
     python benchmarks/place_probe.py --task top --location-encoding fourier  # config's v_location_encoding
+    python benchmarks/place_probe.py --task above --location-encoding fourier --examples 440 --steps 600
 
 A model of --config from scratch, trained with its VL-classifier head on random regions: each
 region's feature is one of six random 2048-d "kinds" at detector scale (N(0, 0.83^2) per value, norm
@@ -13,8 +14,11 @@ about 37) plus noise, its box a 0.15 x 0.15 square at a random place. Tasks (2 a
   top    one box; is it in the top half of the picture?       (place only)
   above  boxes of kinds 0 and 1 in random order; is the kind-0 box above the kind-1 box?
          (find each box by its appearance, then compare places)
-Batch 32, AdamW (eps 1e-8), body lr 1e-4, head lr 1e-3, bf16 autocast on the CPU. Prints the mean
-training accuracy of every 50 steps. docs/DEMO.md ("What limits VQA") has the figures.
+Batch 32, AdamW (eps 1e-8), body lr 1e-4, head lr 1e-3, bf16 autocast on the CPU (--precision).
+Prints the mean training accuracy of every 50 steps. Every batch is drawn afresh unless --examples N:
+then batches are drawn from one fixed set of N examples (as a small data set is seen over many
+epochs), and each report adds the accuracy on 1024 examples never trained on. docs/DEMO.md ("What
+limits VQA") has the figures.
 """
 
 from __future__ import annotations
@@ -73,6 +77,9 @@ def main(argv=None) -> int:
                    help="the config's v_location_encoding (default: the config file's)")
     p.add_argument("--feature-scale", type=float, default=1.0, help="multiplies every region feature (0: none)")
     p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--examples", type=int, default=0,
+                   help="train on one fixed set of this many examples and report held-out accuracy (0: fresh batches)")
+    p.add_argument("--precision", choices=("bf16", "fp32"), default="bf16")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
@@ -89,19 +96,37 @@ def main(argv=None) -> int:
     head = [p for n, p in model.named_parameters() if n.startswith("vil_prediction")]
     body = [p for n, p in model.named_parameters() if not n.startswith("vil_prediction")]
     optimizer = torch.optim.AdamW([{"params": body, "lr": 1e-4}, {"params": head, "lr": 1e-3}], eps=1e-8)
+    pool = make_batch(args.task, kinds, args.feature_scale, args.examples, question) if args.examples else None
+    held_out = make_batch(args.task, kinds, args.feature_scale, 1024, question) if args.examples else None
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bf16")
+
+    def scores(input_ids, image_feat, image_loc):
+        with autocast:
+            return model(input_ids, image_feat, image_loc, heads=["vil_prediction"]).vil_prediction.float()
+
     model.train()
     hits = []
     for step in range(1, args.steps + 1):
-        input_ids, image_feat, image_loc, label = make_batch(args.task, kinds, args.feature_scale, 32, question)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            logits = model(input_ids, image_feat, image_loc, heads=["vil_prediction"]).vil_prediction.float()
+        if pool is None:
+            input_ids, image_feat, image_loc, label = make_batch(args.task, kinds, args.feature_scale, 32, question)
+        else:
+            pick = torch.randint(args.examples, (32,))
+            input_ids, image_feat, image_loc, label = (x[pick] for x in pool)
+        logits = scores(input_ids, image_feat, image_loc)
         loss = F.cross_entropy(logits, label)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         hits.append((logits.argmax(1) == label).float().mean())
         if step % 50 == 0:
-            print(f"{args.task} step {step}: training accuracy {100 * torch.stack(hits[-50:]).mean():.1f}%", flush=True)
+            line = f"{args.task} step {step}: training accuracy {100 * torch.stack(hits[-50:]).mean():.1f}%"
+            if held_out is not None:
+                model.eval()
+                with torch.no_grad():
+                    right = (scores(*held_out[:3]).argmax(1) == held_out[3]).float().mean()
+                model.train()
+                line += f", held out {100 * right:.1f}%"
+            print(line, flush=True)
     return 0
 
 

@@ -106,6 +106,10 @@ def test_location_gate_scales_the_normalised_place_and_learns():
     # Without a gate the parameter does not exist (checkpoints of ungated models are unchanged).
     assert _model("fourier").region_embeddings.location_gate is None
     assert "location_gate" not in str(list(_model("fourier").state_dict()))
+    # A scale, like a LayerNorm weight: exempt from weight decay, which would pull it to zero.
+    no_decay = model.no_decay_parameter_names()
+    assert "region_embeddings.location_gate" in no_decay
+    assert "region_embeddings.location_projection.weight" not in no_decay
 
 
 def test_location_gate_needs_a_place_encoding_of_its_own():

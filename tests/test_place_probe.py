@@ -46,3 +46,12 @@ def test_location_encoding_option_reaches_the_model(capsys, monkeypatch):
     assert probe.main(args + ["--location-encoding", "fourier"]) == 0
     assert built[-1].v_location_encoding == "fourier"
     assert "top step 50: training accuracy" in capsys.readouterr().out
+
+
+def test_a_fixed_set_of_examples_reports_held_out_accuracy(capsys):
+    probe = _script()
+    args = ["--task", "kind", "--config", str(REPO / "config" / "vilbert_tiny.json"), "--steps", "50",
+            "--examples", "64", "--precision", "fp32"]
+    assert probe.main(args) == 0
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("kind step 50: training accuracy") and ", held out " in line

@@ -547,11 +547,13 @@ class ViLBertPreTrainedModel(nn.Module):
         return {}
 
     def no_decay_parameter_names(self) -> Set[str]:
-        """Names of biases and LayerNorm weights: the originals exempt these from weight decay."""
+        """Names of biases and LayerNorm weights (the originals exempt these from weight decay) and of
+        scalar scales (v_location_gate), which weight decay would pull towards zero as it would a
+        LayerNorm weight."""
         names = set()
         for module_name, module in self.named_modules():
-            for param_name, _ in module.named_parameters(recurse=False):
-                if param_name == "bias" or isinstance(module, nn.LayerNorm):
+            for param_name, param in module.named_parameters(recurse=False):
+                if param_name == "bias" or isinstance(module, nn.LayerNorm) or param.dim() == 0:
                     names.add(f"{module_name}.{param_name}" if module_name else param_name)
         return names
 

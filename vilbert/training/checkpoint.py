@@ -9,6 +9,7 @@ Layout (`checkpoints_dir` is `<output_dir>/<save_name>/checkpoints`):
 
     path = save_checkpoint(checkpoints_dir, step, model, training_state, keep_last=3)   # rank 0
     path = save_on_main(dist, checkpoints_dir, step, model, make_state, keep_last)    # every rank
+    state = training_state(rng, optimizer, scheduler, precision, dist, args, fresh_names, **own)  # make_state
     latest = find_latest_checkpoint(checkpoints_dir)       # newest complete step-N or None
     path = resolve_resume(resume, checkpoints_dir)         # "auto" | a directory | None
     state = load_training_state(path)                      # a dict, torch.load(weights_only=True)
@@ -69,6 +70,16 @@ def restore_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def training_state(rng: list, optimizer, scheduler, precision, dist, args, fresh_names, **extra) -> dict:
+    """What train_concap.py and train_tasks.py save in training_state.pt: what restore_training_state
+    puts back (optimizer, scheduler, scaler, every rank's RNG from save_on_main), the world size, the
+    run's arguments and the names of the weights that train at the fresh rate; `extra` is the
+    script's own (data position, task states)."""
+    return {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": precision.state_dict(),
+            "rng": rng, "world_size": dist.world_size, "args": dict(vars(args)), "fresh_names": sorted(fresh_names),
+            **extra}
 
 
 def restore_training_state(state: dict | None, optimizer, scheduler, precision, dist, seed: int,
