@@ -6,8 +6,11 @@
 words: masked-word prediction of a pretraining checkpoint on the Conceptual Captions captions that
   name a quadrant ("a large yellow cross in the top left"): each caption once with "top"/"bottom"
   masked, once with "left"/"right", once with the object's colour, and the share of captions where
-  the model scores the true word above the others of its group (chance 50, 50, 12.5). Training and
-  validation captions apart.
+  the model scores the true word above the others of its group (chance 50, 50, 12.5); and on the
+  captions that relate two objects ("a red circle to the right of a blue square"), the relation word
+  masked, scored against its opposite ("left"/"right", "above"/"below"; chance 50 in a world of
+  generator version 3, where both occur; in older worlds the word followed from the caption's other
+  words). Training and validation captions apart.
 regions: logistic regressions (vilbert.demo.chance.linear_probe, as `python -m vilbert.demo check`)
   that read a VQA picture's object's grid row and column (4 classes each) from its region feature,
   the model's region embedding, and its last visual layer (the question "where is it?"); 3/4 of the
@@ -35,6 +38,9 @@ from vilbert.tokenization import load_tokenizer  # noqa: E402
 
 COLOURS = ("red", "orange", "yellow", "green", "blue", "purple", "pink", "brown")
 _QUADRANT = re.compile(r" in the (top|bottom) (left|right)$")
+_RELATION = re.compile(r" (?:to the (left|right) of|(above|below)) ")
+_OPPOSITES = {"left": ("left", "right"), "right": ("left", "right"), "above": ("above", "below"),
+              "below": ("above", "below")}
 
 
 def regions_of(reader: FeatureReader, image_id) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -52,17 +58,22 @@ def word_probe(data: Path, checkpoint: str, bert: str) -> None:
     folder = data / "conceptual_captions"
     for split, tsv in (("training", "Train_GCC-training.tsv"), ("validation", "Validation_GCC-1.1.0-Validation.tsv")):
         reader = FeatureReader(folder / "features" / f"{split}.lmdb")
-        hits: dict[str, list[bool]] = {"top/bottom": [], "left/right": [], "colour": []}
+        hits: dict[str, list[bool]] = {"top/bottom": [], "left/right": [], "colour": [], "relation": []}
         for line in (folder / tsv).read_text().splitlines():
             caption, url = line.split("\t")
-            if not _QUADRANT.search(caption):
+            relation = _RELATION.search(caption)
+            if not _QUADRANT.search(caption) and not relation:
                 continue
             features, locations, mask = regions_of(reader, zlib.crc32(url.encode()) & 0xFFFFFFFF)
             words = caption.split()
-            colour = next(i for i, w in enumerate(words) if w in COLOURS)
-            for name, index, group in (("top/bottom", len(words) - 2, ("top", "bottom")),
-                                       ("left/right", len(words) - 1, ("left", "right")),
-                                       ("colour", colour, COLOURS)):
+            if relation:
+                word = relation.group(1) or relation.group(2)
+                masks = [("relation", words.index(word), _OPPOSITES[word])]
+            else:
+                colour = next(i for i, w in enumerate(words) if w in COLOURS)
+                masks = [("top/bottom", len(words) - 2, ("top", "bottom")),
+                         ("left/right", len(words) - 1, ("left", "right")), ("colour", colour, COLOURS)]
+            for name, index, group in masks:
                 masked = words[:index] + [tokenizer.mask_token] + words[index + 1:]
                 encoded = tokenizer([" ".join(masked)], return_tensors="pt")
                 with torch.no_grad():
@@ -72,7 +83,9 @@ def word_probe(data: Path, checkpoint: str, bert: str) -> None:
                 candidates = scores[position, tokenizer.convert_tokens_to_ids(list(group))]
                 hits[name].append(group[int(candidates.argmax())] == words[index])
         print(f"{split} captions naming a quadrant ({len(hits['colour'])}): "
-              + ", ".join(f"{k} {100 * np.mean(v):.1f}%" for k, v in hits.items()))
+              + ", ".join(f"{k} {100 * np.mean(v):.1f}%" for k, v in hits.items() if k != "relation")
+              + f"; relating two objects ({len(hits['relation'])}): relation word "
+              + (f"{100 * np.mean(hits['relation']):.1f}%" if hits["relation"] else "-"))
 
 
 def region_probe(data: Path, checkpoint: str, bert: str) -> None:

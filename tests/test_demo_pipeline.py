@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 from _scripts_helpers import REPO, env, make_tiny_world, tiny_config
+from vilbert.demo.make import GENERATOR_VERSION
 from vilbert.demo.pipeline import evaluation_groups
 
 
@@ -29,6 +30,7 @@ def test_demo_pipeline_smoke(tmp_path, minilm_dir):
                   "eval-9"):
         assert f"[{stage}] done" in result.stdout, stage
     assert "[make-world]" in result.stdout and "kept" in result.stdout  # the world was there already
+    assert "generator version" not in result.stdout  # the current world: no warning
     report = json.loads((out / "results.json").read_text())
     rows = {(r["task"], r["metric"]): r for r in report["rows"]}
     for key in [("VQA", "accuracy"), ("VCR_Q-A", "q2a"), ("VCR_QA-R", "qa2r"), ("VCR_Q-A", "q2ar"),
@@ -46,9 +48,14 @@ def test_demo_pipeline_smoke(tmp_path, minilm_dir):
     precision = (out / "logs" / "precision.txt").read_text().strip()
     assert f", {precision}; values in" in table
 
-    # A second run keeps every finished stage and only writes the report again.
+    # A second run keeps every finished stage and only writes the report again; a world of an older
+    # generator is used as it is, with a warning that says how to replace it.
+    info = json.loads((world / "world.json").read_text())
+    older = GENERATOR_VERSION - 1
+    (world / "world.json").write_text(json.dumps({**info, "generator_version": older}))
     again = subprocess.run(cmd, cwd=REPO, env=env(), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
+    assert f"warning: that world is of generator version {older}" in again.stdout and "--overwrite" in again.stdout
     assert " done in " not in again.stdout
     assert again.stdout.count("exists: kept") == 8  # pretrain, zero-shot, 2 finetunes, 4 evaluations
     # The same results; only the timing table may differ (the pictures are drawn again and timed).

@@ -250,6 +250,13 @@ class Pipeline:
     def make_world(self) -> None:
         if (self.data / "world.json").is_file():
             print(f"[make-world] {self.data} already holds a demo world: kept", flush=True)
+            from vilbert.demo.make import GENERATOR_VERSION
+
+            version = json.loads((self.data / "world.json").read_text()).get("generator_version")
+            if version != GENERATOR_VERSION:  # still runs, but its figures are not docs/DEMO.md's
+                print(f"[make-world] warning: that world is of generator version {version}, this code writes "
+                      f"version {GENERATOR_VERSION} (docs/DEMO.md); to replace it: python -m vilbert.demo "
+                      f"make-world --output {self.data} --seed {self.args.seed} --overwrite", flush=True)
         else:
             self.run("make-world", [sys.executable, "-m", "vilbert.demo", "make-world", "--output", self.data,
                                     "--seed", self.args.seed, "--size", self.args.size])
