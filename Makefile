@@ -20,7 +20,7 @@ install: $(VENV)/.installed
 demo: install
 	$(PY) -m vilbert.demo run --data $(DEMO_DIR) --output $(DEMO_OUT)
 
-# VQA from the BERT checkpoint alone, fresh-weight rate off and on (about 3 minutes; its row joins results.md).
+# VQA from the BERT checkpoint alone: fresh-weight rate off, on, and one rate for all (about 5 minutes; its rows join results.md).
 demo-bert-only: install
 	$(PY) -m vilbert.demo run --bert_only --data $(DEMO_DIR) --output $(DEMO_OUT)
 

@@ -132,8 +132,9 @@ def test_flags():
 
 
 def test_demo_bert_only_runs_and_row(tmp_path, minilm_dir):
-    """`python -m vilbert.demo run --bert_only` (make demo-bert-only): its two VQA runs differ only by
-    --no_fresh_rate, and the results table gets the row "VQA from BERT only" once they are done."""
+    """`python -m vilbert.demo run --bert_only` (make demo-bert-only): its first two VQA runs differ
+    only by --no_fresh_rate, the third trains every weight at one rate, and the results table gets
+    the rows "VQA from BERT only" once they are done."""
     import json
 
     from vilbert.demo.make import tasks_yaml
@@ -143,11 +144,12 @@ def test_demo_bert_only_runs_and_row(tmp_path, minilm_dir):
     (tmp_path / "CHANCE.json").write_text(json.dumps({"VQA": {"accuracy": 50.0}}))
     pipeline = Pipeline(parse_args(["--bert_only", "--data", str(tmp_path), "--output", str(tmp_path / "out"),
                                     "--bert_model", str(minilm_dir), "--precision", "fp32"]))
-    off, on = pipeline.schedule.bert_only
+    off, on, one = pipeline.schedule.bert_only
     assert off.extra == on.extra + ["--no_fresh_rate"] and off.tasks == on.tasks == "1"
-    assert (off.lr, off.head_lr) == (2e-5, 1e-4)  # train_tasks.py's defaults
-    assert pipeline.bert_only_row({}) is None  # not run yet: no row
-    for job, value in ((off, 57.5), (on, 70.0)):
+    assert (off.lr, off.head_lr) == (on.lr, on.head_lr) == (2e-5, 1e-4)  # train_tasks.py's defaults
+    assert one.extra == off.extra and (one.lr, one.head_lr) == (1e-4, 1e-4)  # no fresh rate: 1e-4 for all
+    assert pipeline.bert_only_rows({}) == []  # not run yet: no row
+    for job, value in ((off, 57.5), (on, 70.0), (one, 69.5)):
         write = tmp_path / "out" / "runs" / f"VQA_{job.save_name}" / "val_metrics.json"
         write.parent.mkdir(parents=True)
         write.write_text(json.dumps({"VQA": {"accuracy": value}}))
@@ -155,4 +157,7 @@ def test_demo_bert_only_runs_and_row(tmp_path, minilm_dir):
     rows = {r["task"]: r for r in json.loads((tmp_path / "out" / "results.json").read_text())["rows"]}
     assert rows["VQA_bert_only"]["result"] == 70.0 and rows["VQA_bert_only"]["fresh_rate_off"] == 57.5
     assert rows["VQA_bert_only"]["met"] is True and rows["VQA_bert_only"]["target"].startswith(">= 67.50")
-    assert "| VQA from BERT only (minval) | accuracy | 50.00 | 70.00 | >= 67.50" in (tmp_path / "out" / "results.md").read_text()
+    assert rows["VQA_bert_only_one_rate"]["result"] == 69.5
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| VQA from BERT only (minval) | accuracy | 50.00 | 70.00 | >= 67.50" in table
+    assert "| VQA from BERT only, every weight at 1e-4 (minval) | accuracy | 50.00 | 69.50 | the defaults: 70.00 |" in table

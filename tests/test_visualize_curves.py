@@ -16,14 +16,15 @@ def write_log(path, records):
 @pytest.fixture
 def logs(tmp_path):
     pretraining = write_log(tmp_path / "pretrain.jsonl", [
-        {"step": 10, "train/loss": 5.0, "train/masked_lm": 3.0, "train/alignment": 0.7, "train/lr": 1e-4},
+        {"step": 10, "train/loss": 5.0, "train/masked_lm": 3.0, "train/alignment": 0.7, "train/lr": 1e-4,
+         "train/skipped": 0.0},
         {"step": 20, "train/loss": 4.0, "train/masked_lm": 2.5, "train/alignment": 0.6},
         {"step": 20, "val/masked_lm": 2.6, "val/alignment_accuracy": 0.8}])
     records = []
     for step in (10, 20, 30):
         for task, metric in (("VQA", "accuracy"), ("VCR_Q-A", "accuracy"), ("refcoco+", "accuracy")):
             records.append({"step": step, f"train/{task}/loss": 3.0 / step, f"train/{task}/{metric}": step,
-                            f"train/{task}/grad_norm": 1.0, "train/lr_body": 1e-5})
+                            f"train/{task}/grad_norm": 1.0, f"train/{task}/skipped": 0.0, "train/lr_body": 1e-5})
             records.append({"step": step, f"val/{task}/{metric}": step + 1.0})
     finetune = write_log(tmp_path / "finetune.jsonl", records)
     return {"pretraining": pretraining, "finetune": finetune}
@@ -65,6 +66,23 @@ def test_the_picture_is_drawn(logs, tmp_path):
 
 def test_rates_norms_and_throughput_only_when_named(logs):
     panels = curve_panels({"f": logs["finetune"]}, keys=["VQA/"])
-    assert set(panels["VQA (f)", "metric"]) == {"train accuracy", "val accuracy"}
+    assert set(panels["VQA (f)", "metric"]) == {"train accuracy", "val accuracy"}  # no "train skipped"
+    assert set(curve_panels({"f": logs["finetune"]}, keys=["skipped"])["VQA (f)", "metric"]) == {"train skipped"}
     panels = curve_panels({"f": logs["finetune"]}, keys=["grad_norm"])
     assert set(panels) == {("VQA (f)", "metric"), ("VCR_Q-A (f)", "metric"), ("refcoco+ (f)", "metric")}
+
+
+def test_compare_draws_each_run_in_one_colour(logs, tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    drawn = []
+    real = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot",
+                        lambda self, *a, **kw: drawn.append((kw["label"], kw["color"], kw["linestyle"])) or real(self, *a, **kw))
+    other = write_log(tmp_path / "other.jsonl", [{"step": 5, "val/VQA/accuracy": 60.0, "train/VQA/loss": 1.0}])
+    plot_training_curves({"before": logs["finetune"], "after": other}, tmp_path / "c.png", keys=["VQA/"], compare=True)
+    colours = {label.split(": ")[0]: set() for label, _, _ in drawn}
+    for label, colour, style in drawn:
+        colours[label.split(": ")[0]].add(colour)
+        assert style == ("--" if label.split(": ")[1].startswith("val") else "-")
+    assert colours == {"before": {"C0"}, "after": {"C1"}}

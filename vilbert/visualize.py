@@ -181,13 +181,15 @@ def is_metric(key: str) -> bool:
     return name.endswith("accuracy") or not any(word in name for word in LOSS_WORDS)
 
 
-SKIPPED_SERIES = ("/lr", "/lr_body", "/lr_bert", "grad_norm", "samples_per_s")
+# Learning rates, gradient norms, throughput and the count of steps skipped for a non-finite loss
+# (the log reports those): drawn only when asked for by name.
+SKIPPED_SERIES = ("/lr", "/lr_body", "/lr_bert", "grad_norm", "samples_per_s", "/skipped")
 
 
 def read_series(path, keys: Optional[Sequence[str]] = None) -> dict[str, list[tuple[int, float]]]:
     """{logged key: [(step, value), ...] in step order} of one metrics.jsonl. keys: substrings of
     the series to keep (default: all). Learning rates, gradient norms and throughput are left out
-    unless a key names them.
+    unless a key names them, and so are the counts of skipped steps.
     Pretraining's alignment accuracy (a fraction) comes back in percent like the other metrics."""
     series: dict[str, list[tuple[int, float]]] = {}
     for record in read_metrics(path):
@@ -239,9 +241,11 @@ def plot_training_curves(logs: dict[str, Path], output, keys: Optional[Sequence[
 
     logs: {run label: metrics.jsonl}. keys: substrings of the series to draw (read_series).
     columns: tasks side by side (each two panels wide). compare: one pair of panels per task
-    holding every run's curves of it (labelled by run), e.g. the same task trained two ways.
+    holding every run's curves of it (labelled by run, one colour per run, validation dashed), e.g.
+    the same task trained two ways.
     """
     panels = curve_panels(logs, keys, compare)
+    run_colours = {label: f"C{i % 10}" for i, label in enumerate(logs)}
     titles = list(dict.fromkeys(title for title, _ in panels))
     if not titles:
         raise ValueError(f"no series to draw in {', '.join(str(p) for p in logs.values())}")
@@ -259,8 +263,9 @@ def plot_training_curves(logs: dict[str, Path], output, keys: Optional[Sequence[
             ax.set_axis_on()
             for curve, points in curves.items():
                 steps, values = zip(*points)
+                colour = run_colours[curve.split(": ")[0]] if compare else None
                 ax.plot(steps, values, marker="." if len(steps) < 30 else None, linewidth=1, label=curve,
-                        linestyle="--" if curve.split(": ")[-1].startswith("val") else "-")
+                        linestyle="--" if curve.split(": ")[-1].startswith("val") else "-", color=colour)
             ax.set_title(f"{title}: {'losses' if kind == 'loss' else 'metrics'}" if title else kind, fontsize=9)
             ax.set_xlabel("step", fontsize=8)
             ax.set_ylabel("loss" if kind == "loss" else "%", fontsize=8)
