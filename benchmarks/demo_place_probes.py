@@ -8,9 +8,10 @@ words: masked-word prediction of a pretraining checkpoint on the Conceptual Capt
   masked, once with "left"/"right", once with the object's colour, and the share of captions where
   the model scores the true word above the others of its group (chance 50, 50, 12.5); and on the
   captions that relate two objects ("a red circle to the right of a blue square"), the relation word
-  masked, scored against its opposite ("left"/"right", "above"/"below"; chance 50 in a world of
-  generator version 3, where both occur; in older worlds the word followed from the caption's other
-  words). Training and validation captions apart.
+  masked, scored against its opposite ("left"/"right", "above"/"below"). In the demo world the first
+  object of such a caption is always the left or upper one, so that word follows from the other
+  words; chance is 50 only in a world where both directions occur (the trial world of docs/DEMO.md,
+  session 8). Training and validation captions apart.
 regions: logistic regressions (vilbert.demo.chance.linear_probe, as `python -m vilbert.demo check`)
   that read a VQA picture's object's grid row and column (4 classes each) from its region feature,
   the model's region embedding, and its last visual layer (the question "where is it?"); 3/4 of the
