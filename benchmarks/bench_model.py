@@ -239,7 +239,7 @@ def training_runner(model, objective, batches, precision: Precision, device, lr:
 
 def scoring_runner(model, batch: dict, precision: Precision):
     """eval_retrieval's inner loop: one caption's cached prefix against a block of images."""
-    from vilbert.finetune import _pair_scores
+    from vilbert.finetune import pair_scores
 
     model.eval()
     text = {k: batch[k][:1] for k in ("input_ids", "token_type_ids", "attention_mask")}
@@ -251,7 +251,7 @@ def scoring_runner(model, batch: dict, precision: Precision):
     @torch.no_grad()
     def run():
         with precision.autocast():
-            _pair_scores(model, inputs, prefix, zero_shot=False)
+            pair_scores(model, inputs, prefix, zero_shot=False)
 
     return run
 

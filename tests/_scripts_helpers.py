@@ -12,6 +12,18 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 
+
+def load_benchmark(name: str):
+    """benchmarks/<name>.py as a module (the benchmarks are scripts, not a package), registered in
+    sys.modules so that its dataclasses and pickles resolve."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
 # A demo world small enough for tests (seconds to write): every task has a few batches.
 TINY_WORLD = dict(concap_train=32, concap_val=8, vqa_train=24, vqa_val=8, vqa_test=4, vcr_train=8, vcr_val=4,
                   refcoco_train=8, refcoco_val=4, refcoco_testA=2, refcoco_testB=2, flickr_train=8, flickr_val=4,

@@ -1,26 +1,15 @@
 """benchmarks/bench_model.py runs every workload on the CPU (tiny config), so it never rots, and its
 FLOP count and inputs mean what the docs say."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
+from _scripts_helpers import REPO, load_benchmark
 
 
-def _load(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-bench = _load("bench_model")
+bench = load_benchmark("bench_model")
 
 
 def test_quick_runs_every_workload(tmp_path):
@@ -41,7 +30,7 @@ def test_quick_runs_every_workload(tmp_path):
 
 
 def test_prefix_cache_benchmark_serves_every_cached_step_from_the_cache():
-    prefix_cache = _load("bench_prefix_cache")
+    prefix_cache = load_benchmark("bench_prefix_cache")
     times = prefix_cache.main(["--quick"])  # tiny config, dropout off, batch 4, 2 rounds of 1 step
     assert times["plain"] > 0 and times["cached"] > 0
     # Every row of every cached step after the first (the second warm-up step, then one a round) is a hit.
@@ -89,7 +78,7 @@ def test_unknown_workload_is_a_one_line_error():
 def test_original_model_file_gets_our_weights_and_gives_our_outputs():
     import os
 
-    original_model = _load("original_model")
+    original_model = load_benchmark("original_model")
     from _model_helpers import tiny_config
 
     config = tiny_config()

@@ -1,21 +1,12 @@
 """benchmarks/demo_place_probes.py words: every caption that names a quadrant or relates two objects
 is probed, on a tiny world and a tiny random pretraining checkpoint."""
 
-import importlib.util
 import re
 
-from _scripts_helpers import REPO, make_tiny_world, save_pretraining_checkpoint, tiny_config
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("demo_place_probes", REPO / "benchmarks" / "demo_place_probes.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
+from _scripts_helpers import load_benchmark, make_tiny_world, save_pretraining_checkpoint, tiny_config
 
 def test_word_probe_counts_every_quadrant_and_relation_caption(tmp_path, minilm_dir, capsys):
-    probe = _script()
+    probe = load_benchmark("demo_place_probes")
     world = make_tiny_world(tmp_path)
     checkpoint = save_pretraining_checkpoint(tiny_config(tmp_path / "tiny.json"), tmp_path / "ckpt")
     probe.word_probe(world, str(checkpoint), str(minilm_dir))

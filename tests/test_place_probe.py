@@ -1,22 +1,12 @@
 """benchmarks/place_probe.py: its synthetic labels are right, and it runs (tiny config)."""
 
-import importlib.util
-from pathlib import Path
-
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _script():
-    spec = importlib.util.spec_from_file_location("place_probe", REPO / "benchmarks" / "place_probe.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from _scripts_helpers import REPO, load_benchmark
 
 
 def test_labels_follow_the_boxes_and_kinds():
-    probe = _script()
+    probe = load_benchmark("place_probe")
     torch.manual_seed(0)
     kinds = torch.randn(6, 16)
     ids, feat, loc, label = probe.make_batch("above", kinds, 1.0, 64)
@@ -32,13 +22,13 @@ def test_labels_follow_the_boxes_and_kinds():
 
 
 def test_runs_on_a_tiny_config(capsys):
-    probe = _script()
+    probe = load_benchmark("place_probe")
     assert probe.main(["--task", "kind", "--config", str(REPO / "config" / "vilbert_tiny.json"), "--steps", "50"]) == 0
     assert "kind step 50: training accuracy" in capsys.readouterr().out
 
 
 def test_location_encoding_option_reaches_the_model(capsys, monkeypatch):
-    probe = _script()
+    probe = load_benchmark("place_probe")
     built = []
     real = probe.ViLBertForVLTasks
     monkeypatch.setattr(probe, "ViLBertForVLTasks", lambda config, **kw: built.append(config) or real(config, **kw))
@@ -49,7 +39,7 @@ def test_location_encoding_option_reaches_the_model(capsys, monkeypatch):
 
 
 def test_a_fixed_set_of_examples_reports_held_out_accuracy(capsys):
-    probe = _script()
+    probe = load_benchmark("place_probe")
     args = ["--task", "kind", "--config", str(REPO / "config" / "vilbert_tiny.json"), "--steps", "50",
             "--examples", "64", "--precision", "fp32"]
     assert probe.main(args) == 0

@@ -62,12 +62,11 @@ def test_freeze_text_layers():
 
 
 def test_plot_script_reads_metrics_and_writes_a_png(tmp_path):
-    import importlib.util
     import json
 
-    spec = importlib.util.spec_from_file_location("plot_pretrain", REPO / "benchmarks" / "plot_pretrain.py")
-    plot = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(plot)
+    from _scripts_helpers import load_benchmark
+
+    plot = load_benchmark("plot_pretrain")
     metrics = tmp_path / "metrics.jsonl"
     lines = []
     for step in (10, 20, 30):

@@ -415,7 +415,8 @@ class Pipeline:
         today's defaults, with the fresh rate off beside it in the target (issue 14: at least 10
         points above it); and the same with every weight at one rate, which the defaults should
         match (issue 14: as fast as the best single hand-picked rate)."""
-        results = {name: self.bert_only_results().get(f"bert_only_{name}") for name in BERT_ONLY_RUNS}
+        found = self.bert_only_results()  # {save name: best accuracy}, read once
+        results = {name: found.get(f"bert_only_{name}") for name in BERT_ONLY_RUNS}
         before, now, one_rate = results["fresh_rate_off"], results["defaults"], results["one_rate"]
         if before is None and now is None and one_rate is None:
             return []

@@ -34,6 +34,6 @@ from vilbert.finetune.run import (NUM_TASK_TOKENS, TaskObjective, TaskRun, colla
 from vilbert.finetune.schedule import (SCHEDULES, OncePerRound, PlateauPause, ProportionalSchedule, RoundRobinSchedule,
                                        build_schedule)
 from vilbert.finetune.cleaning import TEST_IMAGE_LISTS, CleanedDataset, clean_train_sets, item_image_ids
-from vilbert.finetune.evaluate import (_pair_scores, evaluate_task, metrics_table, retrieval_metrics,
+from vilbert.finetune.evaluate import (evaluate_task, metrics_table, pair_scores, retrieval_metrics,
                                        retrieval_scores, save_best, write_metrics)
 from vilbert.training.cli import SetupError  # the scripts import it from here too

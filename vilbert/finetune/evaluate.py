@@ -59,7 +59,7 @@ def evaluate_task(model: torch.nn.Module, task: Task, dataset: Dataset, loader: 
     return evaluator
 
 
-def _pair_scores(model, inputs: dict, text_prefix: torch.Tensor, zero_shot: bool) -> torch.Tensor:
+def pair_scores(model, inputs: dict, text_prefix: torch.Tensor, zero_shot: bool) -> torch.Tensor:
     """Scores (N,) of N (caption, image) pairs whose caption prefix is already encoded."""
     if not zero_shot:
         out = model(**inputs, heads={"vil_logit"}, text_prefix=text_prefix)
@@ -119,7 +119,7 @@ def retrieval_scores(model: torch.nn.Module, dataset, *, precision: Precision, d
                               attention_mask=mask[j:j + 1, :length], image_feat=image_feat[start:stop],
                               image_loc=image_loc[start:stop], image_attention_mask=image_mask[start:stop])
                 with precision.autocast():
-                    scores[caption, start:stop] = _pair_scores(bare, inputs, prefix[j:j + 1, :keep], zero_shot)
+                    scores[caption, start:stop] = pair_scores(bare, inputs, prefix[j:j + 1, :keep], zero_shot)
     all_reduce_sum(scores, dist)
     return scores.cpu()
 
